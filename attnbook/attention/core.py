@@ -1,0 +1,311 @@
+"""The attention core with pluggable parts, and multi-head attention built on it.
+
+Every mechanism in the book is the same pipeline with one part swapped::
+
+    q, k  --positions.rotate-->  q', k'                      (e.g. RoPE)
+    logits = scores(q', k')                                   (dot product, additive, ...)
+           + positions.bias(q', k')                           (Shaw / ALiBi / T5-style biases)
+           + mask  (+ pattern: which keys each query sees)    (causal, padding, windows, ...)
+    weights = normalizer(logits)                              (softmax, or a variant)
+    out = dropout(weights) @ v
+
+:class:`AttentionCore` owns that pipeline. A new mechanism subclasses the one part that is new
+(:class:`Scores`, :class:`PositionPart`, :class:`Pattern` or :class:`Normalizer`) and passes it in.
+When the parts are the standard ones (dot-product scores, softmax) the core takes the fused
+:func:`torch.nn.functional.scaled_dot_product_attention` kernel, with biases and patterns folded into
+its mask; otherwise it runs the readable manual pipeline.
+
+Shapes: the core works on heads already split, ``q (B, H, L_q, D)``, ``k (B, H, L_k, D)``,
+``v (B, H, L_k, D_v)``. :class:`MultiHeadAttention` does the projections and the splitting.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from attnbook.attention.functional import check_mask, check_qkv, masked_softmax, scaled_dot_product_attention
+from attnbook.attention.masks import causal_mask, combine_masks, key_mask_to_attn_mask
+
+__all__ = [
+    "Scores",
+    "DotProductScores",
+    "PositionPart",
+    "Pattern",
+    "CausalPattern",
+    "Normalizer",
+    "SoftmaxNormalizer",
+    "AttentionCore",
+    "MultiHeadAttention",
+]
+
+
+class Scores(nn.Module):
+    """Part 1: the compatibility logits between queries and keys, ``(B, H, L_q, D) x (B, H, L_k, D) -> (B, H, L_q, L_k)``."""
+
+    def forward(self, q: Tensor, k: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class DotProductScores(Scores):
+    """``q k^T * scale`` with ``scale = 1/sqrt(D)`` by default (chapter 03)."""
+
+    def __init__(self, scale: float | None = None) -> None:
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, q: Tensor, k: Tensor) -> Tensor:
+        scale = 1.0 / math.sqrt(q.shape[-1]) if self.scale is None else self.scale
+        return (q * scale) @ k.transpose(-2, -1)  # (B, H, L_q, L_k)
+
+
+class PositionPart(nn.Module):
+    """Part 2: position information. Override ``rotate`` (transform q and k) and/or ``bias`` (additive logits).
+
+    ``q_pos``/``k_pos`` are integer positions ``(L_q,)``/``(L_k,)``; by default ``0..L-1``, and the core passes
+    offsets when decoding with a cache. The identity part adds nothing.
+    """
+
+    def rotate(self, q: Tensor, k: Tensor, q_pos: Tensor, k_pos: Tensor) -> tuple[Tensor, Tensor]:
+        return q, k
+
+    def bias(self, q: Tensor, k: Tensor, q_pos: Tensor, k_pos: Tensor) -> Tensor | None:
+        """Additive logits broadcastable to ``(B, H, L_q, L_k)``, or ``None``."""
+        return None
+
+
+class Pattern(nn.Module):
+    """Part 3: which keys each query may see, as a boolean ``(L_q, L_k)`` mask (``True`` = visible)."""
+
+    def forward(self, q_pos: Tensor, k_pos: Tensor) -> Tensor | None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class CausalPattern(Pattern):
+    """Query at position ``i`` sees keys at positions ``<= i``: works with cache offsets through the positions."""
+
+    def forward(self, q_pos: Tensor, k_pos: Tensor) -> Tensor:
+        return k_pos[None, :] <= q_pos[:, None]
+
+
+class Normalizer(nn.Module):
+    """Part 4: logits ``(B, H, L_q, L_k)`` and a boolean/additive mask to weights of the same shape."""
+
+    def forward(self, logits: Tensor, mask: Tensor | None) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class SoftmaxNormalizer(Normalizer):
+    """Stable softmax over keys; fully masked rows give zeros."""
+
+    def forward(self, logits: Tensor, mask: Tensor | None) -> Tensor:
+        return masked_softmax(logits, mask)
+
+
+class AttentionCore(nn.Module):
+    """Attention over split heads, with pluggable scores, positions, pattern and normaliser.
+
+    Args:
+        scores: the logits part; :class:`DotProductScores` by default.
+        positions: the position part; none by default.
+        pattern: which keys each query sees (applied on top of any mask passed to ``forward``).
+        normalizer: :class:`SoftmaxNormalizer` by default.
+        dropout: dropout on the weights, applied in training mode only.
+        backend: ``"auto"`` (fused kernel when the parts allow it and no weights are asked for),
+            ``"fused"`` or ``"manual"``.
+    """
+
+    def __init__(
+        self,
+        scores: Scores | None = None,
+        positions: PositionPart | None = None,
+        pattern: Pattern | None = None,
+        normalizer: Normalizer | None = None,
+        dropout: float = 0.0,
+        backend: str = "auto",
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if backend not in ("auto", "fused", "manual"):
+            raise ValueError(f"backend must be 'auto', 'fused' or 'manual', got {backend!r}")
+        self.scores = scores if scores is not None else DotProductScores()
+        self.positions = positions
+        self.pattern = pattern
+        self.normalizer = normalizer if normalizer is not None else SoftmaxNormalizer()
+        self.dropout = dropout
+        self.backend = backend
+
+    def can_fuse(self) -> bool:
+        """Whether the parts are the standard ones that PyTorch's fused kernel computes."""
+        return type(self.scores) is DotProductScores and type(self.normalizer) is SoftmaxNormalizer
+
+    def forward(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        mask: Tensor | None = None,
+        *,
+        is_causal: bool = False,
+        need_weights: bool = False,
+        q_pos: Tensor | None = None,
+        k_pos: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Attend. Returns ``(output (B, H, L_q, D_v), weights (B, H, L_q, L_k) or None)``."""
+        check_qkv(q, k, v, name=type(self).__name__)
+        logits_shape = (*q.shape[:-1], k.shape[-2])
+        if mask is not None:
+            check_mask(mask, logits_shape, q.dtype)
+        L_q, L_k = q.shape[-2], k.shape[-2]
+        q_pos = torch.arange(L_q, device=q.device) if q_pos is None else q_pos
+        k_pos = torch.arange(L_k, device=q.device) if k_pos is None else k_pos
+        if q_pos.shape != (L_q,) or k_pos.shape != (L_k,):
+            raise ValueError(
+                f"q_pos/k_pos must have shapes ({L_q},)/({L_k},), got {tuple(q_pos.shape)}/{tuple(k_pos.shape)}"
+            )
+        bias = None
+        if self.positions is not None:
+            q, k = self.positions.rotate(q, k, q_pos, k_pos)
+            bias = self.positions.bias(q, k, q_pos, k_pos)
+        pattern = self.pattern(q_pos, k_pos) if self.pattern is not None else None
+        dropout_p = self.dropout if self.training else 0.0
+
+        fuse = self.backend != "manual" and self.can_fuse() and not need_weights
+        if self.backend == "fused" and not fuse:
+            raise ValueError("backend='fused' needs dot-product scores, a softmax normaliser and need_weights=False")
+        if fuse:
+            full = combine_masks(mask, pattern, bias, dtype=q.dtype)
+            out = scaled_dot_product_attention(
+                q, k, v, full, is_causal=is_causal, dropout_p=dropout_p, scale=self.scores.scale, backend="fused"
+            )
+            return out, None
+
+        logits = self.scores(q, k)  # (B, H, L_q, L_k)
+        if bias is not None:
+            logits = logits + bias
+        if is_causal:
+            pattern = combine_masks(pattern, causal_mask(L_q, L_k, device=q.device))
+        full = combine_masks(mask, pattern, dtype=logits.dtype)
+        weights = self.normalizer(logits, full)  # (B, H, L_q, L_k)
+        attn = F.dropout(weights, p=dropout_p) if dropout_p > 0 else weights
+        return attn @ v, (weights if need_weights else None)  # (B, H, L_q, D_v)
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention :cite:`vaswani2017attention`: project, split into heads, attend with a core, merge.
+
+    ``MultiHead(Q, K, V) = Concat(head_1, ..., head_H) W^O`` with ``head_h = Attention(Q W_h^Q, K W_h^K, V W_h^V)``.
+
+    Args:
+        embed_dim: model width ``E`` (of the queries and of the output).
+        num_heads: ``H``; must divide ``embed_dim``.
+        kdim, vdim: widths of the key and value inputs (cross-attention from another model); ``E`` by default.
+        bias: whether the projections have biases.
+        dropout: dropout on the attention weights.
+        core: the :class:`AttentionCore` (pluggable parts); standard softmax attention by default.
+        batch_first: inputs are ``(B, L, E)`` if True, else ``(L, B, E)``.
+
+    Masks follow the book's convention: boolean ``True`` = may attend. ``key_mask (B, L_k)`` marks real keys.
+    """
+
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        *,
+        kdim: int | None = None,
+        vdim: int | None = None,
+        bias: bool = True,
+        dropout: float = 0.0,
+        core: AttentionCore | None = None,
+        batch_first: bool = True,
+    ) -> None:
+        super().__init__()
+        if embed_dim <= 0 or num_heads <= 0:
+            raise ValueError(f"embed_dim and num_heads must be positive, got {embed_dim} and {num_heads}")
+        if embed_dim % num_heads:
+            raise ValueError(f"num_heads={num_heads} must divide embed_dim={embed_dim}")
+        self.embed_dim, self.num_heads, self.head_dim = embed_dim, num_heads, embed_dim // num_heads
+        self.kdim = embed_dim if kdim is None else kdim
+        self.vdim = embed_dim if vdim is None else vdim
+        self.batch_first = batch_first
+        self.q_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+        self.k_proj = nn.Linear(self.kdim, embed_dim, bias=bias)
+        self.v_proj = nn.Linear(self.vdim, embed_dim, bias=bias)
+        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+        self.core = core if core is not None else AttentionCore(dropout=dropout)
+
+    def split_heads(self, x: Tensor) -> Tensor:
+        B, L, _ = x.shape
+        return x.view(B, L, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, L, D)
+
+    def merge_heads(self, x: Tensor) -> Tensor:
+        B, H, L, D = x.shape
+        return x.transpose(1, 2).reshape(B, L, H * D)  # (B, L, E)
+
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor | None = None,
+        value: Tensor | None = None,
+        *,
+        attn_mask: Tensor | None = None,
+        key_mask: Tensor | None = None,
+        is_causal: bool = False,
+        need_weights: bool = False,
+        average_attn_weights: bool = True,
+        q_pos: Tensor | None = None,
+        k_pos: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Self-attention when ``key``/``value`` are omitted, cross-attention otherwise.
+
+        Args:
+            query: ``(B, L_q, E)`` (or ``(L_q, B, E)`` if not ``batch_first``).
+            key, value: ``(B, L_k, kdim)`` and ``(B, L_k, vdim)``; default to ``query``.
+            attn_mask: ``(L_q, L_k)``, ``(B, L_q, L_k)`` or ``(B, H, L_q, L_k)``; bool (True = attend) or additive.
+            key_mask: ``(B, L_k)`` bool, ``True`` for real keys (padding is ``False``).
+            need_weights: return the weights, averaged over heads (``(B, L_q, L_k)``) unless
+                ``average_attn_weights=False`` (``(B, H, L_q, L_k)``).
+
+        Returns:
+            ``(output (B, L_q, E), weights or None)``.
+        """
+        key = query if key is None else key
+        value = key if value is None else value
+        for name, t, width in (("query", query, self.embed_dim), ("key", key, self.kdim), ("value", value, self.vdim)):
+            if not isinstance(t, Tensor) or t.ndim != 3:
+                shape = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+                raise ValueError(f"MultiHeadAttention: {name} must be a 3-D tensor, got {shape}")
+            if t.shape[-1] != width:
+                raise ValueError(f"MultiHeadAttention: {name} must have last dim {width}, got shape {tuple(t.shape)}")
+        if not self.batch_first:
+            query, key, value = (t.transpose(0, 1) for t in (query, key, value))
+        if key.shape[:2] != value.shape[:2] or key.shape[0] != query.shape[0]:
+            raise ValueError(
+                f"MultiHeadAttention: batch sizes and key/value lengths must agree, got query{tuple(query.shape)}, "
+                f"key{tuple(key.shape)}, value{tuple(value.shape)}"
+            )
+        B, L_q, L_k = query.shape[0], query.shape[1], key.shape[1]
+        mask = attn_mask
+        if mask is not None and mask.ndim == 3:
+            if mask.shape[0] != B:
+                raise ValueError(f"attn_mask of shape {tuple(mask.shape)} must be (B={B}, L_q, L_k) when 3-D")
+            mask = mask[:, None]  # (B, 1, L_q, L_k)
+        if key_mask is not None:
+            if key_mask.shape != (B, L_k):
+                raise ValueError(f"key_mask must have shape (B, L_k)=({B}, {L_k}), got {tuple(key_mask.shape)}")
+            mask = combine_masks(mask, key_mask_to_attn_mask(key_mask), dtype=query.dtype)
+        q = self.split_heads(self.q_proj(query))  # (B, H, L_q, D)
+        k = self.split_heads(self.k_proj(key))  # (B, H, L_k, D)
+        v = self.split_heads(self.v_proj(value))  # (B, H, L_k, D)
+        out, weights = self.core(q, k, v, mask, is_causal=is_causal, need_weights=need_weights, q_pos=q_pos, k_pos=k_pos)
+        out = self.out_proj(self.merge_heads(out))  # (B, L_q, E)
+        if not self.batch_first:
+            out = out.transpose(0, 1)
+        if weights is not None and average_attn_weights:
+            weights = weights.mean(dim=1)  # (B, L_q, L_k)
+        return out, weights

@@ -1,0 +1,104 @@
+"""Mask helpers shared by every attention mechanism in the book.
+
+Convention (the same as :func:`torch.nn.functional.scaled_dot_product_attention`): a **boolean** mask
+holds ``True`` where a query *may* attend to a key; a **floating** mask is an additive bias on the
+logits (``-inf`` forbids a pair). Every mask broadcasts to the logits' shape ``(..., L_q, L_k)``.
+Note that ``torch.nn.MultiheadAttention`` uses the opposite boolean convention (``True`` = blocked);
+:func:`from_torch_convention` converts.
+
+Introduced in chapter 03 (scaled dot-product attention).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "causal_mask",
+    "padding_mask",
+    "key_mask_to_attn_mask",
+    "to_additive",
+    "combine_masks",
+    "from_torch_convention",
+    "fully_masked_rows",
+]
+
+
+def causal_mask(
+    q_len: int, k_len: int | None = None, *, offset: int = 0, device: torch.device | str | None = None
+) -> Tensor:
+    """Boolean ``(q_len, k_len)`` mask, ``True`` where key ``j`` is visible to query ``i``: ``j <= i + offset``.
+
+    ``offset=0`` is PyTorch's ``is_causal`` convention (aligned at the top left). When the queries are the
+    *last* ``q_len`` positions of ``k_len`` keys -- decoding with a KV cache -- use ``offset=k_len - q_len``.
+    """
+    k_len = q_len if k_len is None else k_len
+    if q_len < 0 or k_len < 0:
+        raise ValueError(f"causal_mask: q_len and k_len must be >= 0, got q_len={q_len}, k_len={k_len}")
+    return torch.ones(q_len, k_len, dtype=torch.bool, device=device).tril(diagonal=offset)
+
+
+def padding_mask(lengths: Tensor | list[int], max_len: int | None = None) -> Tensor:
+    """Boolean ``(B, max_len)`` mask, ``True`` for the real (non-padding) positions of each sequence."""
+    lengths = torch.as_tensor(lengths)
+    if lengths.ndim != 1:
+        raise ValueError(f"padding_mask: lengths must be 1-D (B,), got shape {tuple(lengths.shape)}")
+    if lengths.numel() and int(lengths.min()) < 0:
+        raise ValueError(f"padding_mask: lengths must be >= 0, got {lengths.tolist()}")
+    longest = int(lengths.max()) if lengths.numel() else 0
+    max_len = longest if max_len is None else max_len
+    if max_len < longest:
+        raise ValueError(f"padding_mask: max_len={max_len} is shorter than the longest length {longest}")
+    return torch.arange(max_len, device=lengths.device) < lengths[:, None]
+
+
+def key_mask_to_attn_mask(key_mask: Tensor) -> Tensor:
+    """Turn a ``(B, L_k)`` key mask (``True`` = real key) into a ``(B, 1, 1, L_k)`` attention mask."""
+    if key_mask.ndim != 2:
+        raise ValueError(f"key_mask must have shape (B, L_k), got {tuple(key_mask.shape)}")
+    if key_mask.dtype != torch.bool:
+        raise TypeError(f"key_mask must be a bool tensor (True = real key), got dtype {key_mask.dtype}")
+    return key_mask[:, None, None, :]
+
+
+def to_additive(mask: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    """A boolean mask as an additive one: ``0`` where allowed, ``-inf`` where forbidden.
+
+    A floating mask is returned cast to ``dtype``.
+    """
+    if mask.dtype == torch.bool:
+        out = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
+        return out.masked_fill_(~mask, float("-inf"))
+    return mask.to(dtype)
+
+
+def combine_masks(*masks: Tensor | None, dtype: torch.dtype = torch.float32) -> Tensor | None:
+    """Combine masks by broadcasting: booleans with AND, and anything floating by adding additive forms.
+
+    ``None`` entries are skipped; with no masks left the result is ``None``.
+    """
+    present = [m for m in masks if m is not None]
+    if not present:
+        return None
+    if all(m.dtype == torch.bool for m in present):
+        out = present[0]
+        for m in present[1:]:
+            out = out & m
+        return out
+    out = to_additive(present[0], dtype)
+    for m in present[1:]:
+        out = out + to_additive(m, dtype)
+    return out
+
+
+def from_torch_convention(mask: Tensor) -> Tensor:
+    """Convert a ``torch.nn.MultiheadAttention``-style mask (bool ``True`` = blocked) to the book's convention."""
+    return ~mask if mask.dtype == torch.bool else mask
+
+
+def fully_masked_rows(mask: Tensor) -> Tensor:
+    """``(..., L_q, 1)`` boolean: ``True`` for query rows that may attend to no key at all."""
+    if mask.dtype == torch.bool:
+        return ~mask.any(dim=-1, keepdim=True)
+    return torch.isneginf(mask).all(dim=-1, keepdim=True)
