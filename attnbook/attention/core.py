@@ -44,7 +44,7 @@ __all__ = [
 
 
 class Scores(nn.Module):
-    """Part 1: the compatibility logits between queries and keys, ``(B, H, L_q, D) x (B, H, L_k, D) -> (B, H, L_q, L_k)``."""
+    """Part 1: the compatibility logits of queries and keys, ``(B, H, L_q, D), (B, H, L_k, D) -> (B, H, L_q, L_k)``."""
 
     def forward(self, q: Tensor, k: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -171,6 +171,16 @@ class AttentionCore(nn.Module):
         if self.positions is not None:
             q, k = self.positions.rotate(q, k, q_pos, k_pos)
             bias = self.positions.bias(q, k, q_pos, k_pos)
+            if bias is not None:
+                try:
+                    fits = torch.broadcast_shapes(bias.shape, logits_shape) == torch.Size(logits_shape)
+                except RuntimeError:
+                    fits = False
+                if not fits:
+                    raise ValueError(
+                        f"{type(self.positions).__name__}.bias returned shape {tuple(bias.shape)}, which does not "
+                        f"broadcast to the logits' shape {tuple(logits_shape)} = (B, H, L_q, L_k)"
+                    )
         pattern = self.pattern(q_pos, k_pos) if self.pattern is not None else None
         dropout_p = self.dropout if self.training else 0.0
 
@@ -205,11 +215,15 @@ class MultiHeadAttention(nn.Module):
         num_heads: ``H``; must divide ``embed_dim``.
         kdim, vdim: widths of the key and value inputs (cross-attention from another model); ``E`` by default.
         bias: whether the projections have biases.
-        dropout: dropout on the attention weights.
+        dropout: dropout on the attention weights; used only when ``core`` is None (a core carries its own).
         core: the :class:`AttentionCore` (pluggable parts); standard softmax attention by default.
         batch_first: inputs are ``(B, L, E)`` if True, else ``(L, B, E)``.
 
     Masks follow the book's convention: boolean ``True`` = may attend. ``key_mask (B, L_k)`` marks real keys.
+    A query that sees no key gets a zero attention output, so its result is ``out_proj``'s bias (PyTorch's
+    :class:`torch.nn.MultiheadAttention` gives NaN there). Parameters are ``q_proj``, ``k_proj``, ``v_proj``
+    (``E -> E``, ``kdim -> E``, ``vdim -> E``) and ``out_proj``; :meth:`load_torch` copies them from a
+    :class:`torch.nn.MultiheadAttention`. Introduced in chapter 04.
     """
 
     def __init__(
@@ -240,12 +254,62 @@ class MultiHeadAttention(nn.Module):
         self.core = core if core is not None else AttentionCore(dropout=dropout)
 
     def split_heads(self, x: Tensor) -> Tensor:
+        """``(B, L, H * D) -> (B, H, L, D)``: head ``h`` owns features ``h*D .. (h+1)*D - 1``."""
         B, L, _ = x.shape
-        return x.view(B, L, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, L, D)
+        return x.reshape(B, L, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, L, D)
 
     def merge_heads(self, x: Tensor) -> Tensor:
+        """``(B, H, L, D) -> (B, L, H * D)``, the inverse of :meth:`split_heads` (the ``Concat`` of the heads)."""
         B, H, L, D = x.shape
         return x.transpose(1, 2).reshape(B, L, H * D)  # (B, L, E)
+
+    @torch.no_grad()
+    def load_torch(self, ref: nn.MultiheadAttention) -> MultiHeadAttention:
+        """Copy the weights of a :class:`torch.nn.MultiheadAttention` of the same sizes into this module.
+
+        PyTorch stores the three input projections stacked, ``in_proj_weight = cat(W_q, W_k, W_v)`` (or as
+        separate ``q/k/v_proj_weight`` when ``kdim``/``vdim`` differ from ``embed_dim``). Returns ``self``.
+        """
+        if not isinstance(ref, nn.MultiheadAttention):
+            raise TypeError(f"load_torch: ref must be a torch.nn.MultiheadAttention, got {type(ref).__name__}")
+        sizes = (ref.embed_dim, ref.num_heads, ref.kdim, ref.vdim)
+        if sizes != (self.embed_dim, self.num_heads, self.kdim, self.vdim):
+            raise ValueError(
+                f"load_torch: ref has (embed_dim, num_heads, kdim, vdim)={sizes}, this module has "
+                f"{(self.embed_dim, self.num_heads, self.kdim, self.vdim)}"
+            )
+        if (ref.in_proj_bias is not None) != (self.q_proj.bias is not None) or ref.bias_k is not None:
+            raise ValueError("load_torch: ref's biases differ from this module's (or it uses add_bias_kv)")
+        if ref._qkv_same_embed_dim:
+            weights = ref.in_proj_weight.chunk(3)
+        else:
+            weights = (ref.q_proj_weight, ref.k_proj_weight, ref.v_proj_weight)
+        for proj, w in zip((self.q_proj, self.k_proj, self.v_proj), weights, strict=True):
+            proj.weight.copy_(w)
+        if ref.in_proj_bias is not None:
+            for proj, b in zip((self.q_proj, self.k_proj, self.v_proj), ref.in_proj_bias.chunk(3), strict=True):
+                proj.bias.copy_(b)
+            self.out_proj.bias.copy_(ref.out_proj.bias)
+        self.out_proj.weight.copy_(ref.out_proj.weight)
+        return self
+
+    def _check_attn_mask(self, mask: Tensor, B: int, L_q: int, L_k: int, dtype: torch.dtype) -> None:
+        if not isinstance(mask, Tensor):
+            raise TypeError(f"MultiHeadAttention: attn_mask must be a torch.Tensor or None, got {type(mask).__name__}")
+        if mask.dtype != torch.bool and mask.dtype != dtype:
+            raise TypeError(
+                f"MultiHeadAttention: attn_mask must be bool (True = may attend) or additive of the query dtype "
+                f"{dtype}, got {mask.dtype}"
+            )
+        allowed = {2: (L_q, L_k), 3: (B, L_q, L_k), 4: (B, self.num_heads, L_q, L_k)}
+        want = allowed.get(mask.ndim)
+        ok = want is not None and all(m in (1, w) for m, w in zip(mask.shape, want, strict=True))
+        if not ok or mask.shape[-2:] != (L_q, L_k):
+            raise ValueError(
+                f"MultiHeadAttention: attn_mask must have shape (L_q, L_k)=({L_q}, {L_k}), (B, L_q, L_k) or "
+                f"(B, H, L_q, L_k)=({B}, {self.num_heads}, {L_q}, {L_k}) (size-1 batch/head dims broadcast), "
+                f"got {tuple(mask.shape)}"
+            )
 
     def forward(
         self,
@@ -277,9 +341,11 @@ class MultiHeadAttention(nn.Module):
         key = query if key is None else key
         value = key if value is None else value
         for name, t, width in (("query", query, self.embed_dim), ("key", key, self.kdim), ("value", value, self.vdim)):
-            if not isinstance(t, Tensor) or t.ndim != 3:
-                shape = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
-                raise ValueError(f"MultiHeadAttention: {name} must be a 3-D tensor, got {shape}")
+            if not isinstance(t, Tensor):
+                raise TypeError(f"MultiHeadAttention: {name} must be a torch.Tensor, got {type(t).__name__}")
+            if t.ndim != 3:
+                layout = "(B, L, width)" if self.batch_first else "(L, B, width)"
+                raise ValueError(f"MultiHeadAttention: {name} must be a 3-D tensor {layout}, got {tuple(t.shape)}")
             if t.shape[-1] != width:
                 raise ValueError(f"MultiHeadAttention: {name} must have last dim {width}, got shape {tuple(t.shape)}")
         if not self.batch_first:
@@ -291,18 +357,25 @@ class MultiHeadAttention(nn.Module):
             )
         B, L_q, L_k = query.shape[0], query.shape[1], key.shape[1]
         mask = attn_mask
-        if mask is not None and mask.ndim == 3:
-            if mask.shape[0] != B:
-                raise ValueError(f"attn_mask of shape {tuple(mask.shape)} must be (B={B}, L_q, L_k) when 3-D")
-            mask = mask[:, None]  # (B, 1, L_q, L_k)
+        if mask is not None:
+            self._check_attn_mask(mask, B, L_q, L_k, query.dtype)
+            if mask.ndim == 3:
+                mask = mask[:, None]  # (B, 1, L_q, L_k)
         if key_mask is not None:
+            if not isinstance(key_mask, Tensor) or key_mask.dtype != torch.bool:
+                got = key_mask.dtype if isinstance(key_mask, Tensor) else type(key_mask).__name__
+                raise TypeError(f"MultiHeadAttention: key_mask must be a bool tensor (True = real key), got {got}")
             if key_mask.shape != (B, L_k):
-                raise ValueError(f"key_mask must have shape (B, L_k)=({B}, {L_k}), got {tuple(key_mask.shape)}")
+                raise ValueError(
+                    f"MultiHeadAttention: key_mask must have shape (B, L_k)=({B}, {L_k}), got {tuple(key_mask.shape)}"
+                )
             mask = combine_masks(mask, key_mask_to_attn_mask(key_mask), dtype=query.dtype)
         q = self.split_heads(self.q_proj(query))  # (B, H, L_q, D)
         k = self.split_heads(self.k_proj(key))  # (B, H, L_k, D)
         v = self.split_heads(self.v_proj(value))  # (B, H, L_k, D)
-        out, weights = self.core(q, k, v, mask, is_causal=is_causal, need_weights=need_weights, q_pos=q_pos, k_pos=k_pos)
+        out, weights = self.core(
+            q, k, v, mask, is_causal=is_causal, need_weights=need_weights, q_pos=q_pos, k_pos=k_pos
+        )  # (B, H, L_q, D), (B, H, L_q, L_k) or None
         out = self.out_proj(self.merge_heads(out))  # (B, L_q, E)
         if not self.batch_first:
             out = out.transpose(0, 1)

@@ -6,6 +6,11 @@ logits (``-inf`` forbids a pair). Every mask broadcasts to the logits' shape ``(
 Note that ``torch.nn.MultiheadAttention`` uses the opposite boolean convention (``True`` = blocked);
 :func:`from_torch_convention` converts.
 
+The causal mask is the decoder's "masking out (setting to -inf) all values in the input of the softmax
+which correspond to illegal connections" of *Attention Is All You Need* (Vaswani et al., 2017,
+:cite:`vaswani2017attention`). A query row whose keys are all masked has no defined softmax; the book's
+attention functions return zeros there (see :func:`fully_masked_rows`).
+
 Introduced in chapter 03 (scaled dot-product attention).
 """
 

@@ -1,0 +1,205 @@
+"""Nadaraya-Watson kernel regression: attention as a soft dictionary lookup (chapter 01).
+
+A dictionary maps keys ``k_j`` to values ``v_j``; a *hard* lookup returns the value whose key matches the
+query. Nadaraya-Watson regression (*On Estimating Regression*, Nadaraya 1964, :cite:`nadaraya1964estimating`;
+*Smooth Regression Analysis*, Watson 1964, :cite:`watson1964smooth`) returns instead a weighted mean of all
+values, weighted by how close each key is to the query. With the Gaussian kernel of width ``w`` the weights
+are a softmax, which makes it the first attention mechanism of the book:
+
+.. math::
+    f(q) = \\sum_j \\alpha_j(q)\\, v_j, \\qquad
+    \\alpha_j(q) = \\operatorname{softmax}_j\\!\\left(-\\frac{\\lVert q - k_j \\rVert^2}{2 w^2}\\right)
+            = \\frac{\\exp(-\\lVert q - k_j\\rVert^2 / 2w^2)}{\\sum_i \\exp(-\\lVert q - k_i\\rVert^2 / 2w^2)}.
+
+The width is a temperature: ``softmax(s / tau)`` with scores ``s = -||q - k||^2`` and ``tau = 2 w^2``.
+As ``w -> 0`` the weights become one-hot on the nearest key (hard attention = nearest-neighbour lookup);
+as ``w -> inf`` they become uniform (the output is the mean of the values).
+
+Shapes. Points are either scalars, ``queries (L_q,)`` and ``keys (L_k,)``, or vectors,
+``queries (..., L_q, D)`` and ``keys (..., L_k, D)`` with matching leading dims. Values are ``(L_k,)`` or
+``(..., L_k, D_v)``; the output has the values' form with ``L_q`` in place of ``L_k``. Weights are
+``(..., L_q, L_k)``. Memory is ``O(L_q L_k D)``: distances are taken as differences, not through the
+expansion ``|q|^2 - 2 q.k + |k|^2``, so that equal points have distance exactly 0.
+
+* :func:`nadaraya_watson` -- the estimator as a function (optionally returning the weights).
+* :func:`gaussian_kernel_logits` -- the logits ``-||q - k||^2 / (2 w^2)``.
+* :class:`NadarayaWatson` -- a module with a learnable log-width (trained, e.g., by leave-one-out loss).
+* :class:`GaussianKernelScores` -- the same logits as a :class:`~attnbook.attention.core.Scores` part, so the
+  book's one :class:`~attnbook.attention.core.AttentionCore` runs kernel regression on split heads.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from attnbook.attention.core import Scores
+from attnbook.attention.functional import check_mask, masked_softmax
+
+__all__ = ["gaussian_kernel_logits", "nadaraya_watson", "NadarayaWatson", "GaussianKernelScores"]
+
+
+def _as_points(x: Tensor, name: str) -> Tensor:
+    """``(L,)`` scalars become ``(L, 1)`` points; ``(..., L, D)`` is kept. Checks type, dtype and emptiness."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"nadaraya_watson: {name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"nadaraya_watson: {name} must be a floating tensor, got {x.dtype} (shape {tuple(x.shape)})")
+    if x.ndim == 0:
+        raise ValueError(f"nadaraya_watson: {name} must have shape (L,) or (..., L, D), got a scalar")
+    if x.numel() == 0:
+        raise ValueError(f"nadaraya_watson: {name} must not be empty, got shape {tuple(x.shape)}")
+    return x.unsqueeze(-1) if x.ndim == 1 else x  # (..., L, D)
+
+
+def _check_width(width: float | Tensor) -> Tensor | float:
+    if isinstance(width, Tensor):
+        if width.numel() != 1:
+            raise ValueError(f"width must be a single number, got a tensor of shape {tuple(width.shape)}")
+        if not width.is_floating_point():
+            raise TypeError(f"width must be a floating tensor, got {width.dtype}")
+        if not bool(width.detach() > 0):
+            raise ValueError(f"width must be > 0, got {width.item()}")
+        return width.reshape(())
+    if isinstance(width, bool) or not isinstance(width, int | float):
+        raise TypeError(f"width must be a positive number or a 1-element tensor, got {type(width).__name__}")
+    if not width > 0 or math.isnan(width):
+        raise ValueError(f"width must be > 0, got {width}")
+    return float(width)
+
+
+def gaussian_kernel_logits(queries: Tensor, keys: Tensor, width: float | Tensor) -> Tensor:
+    """The logits ``-||q_i - k_j||^2 / (2 w^2)`` of the Gaussian kernel, shape ``(..., L_q, L_k)``.
+
+    ``queries (L_q,)`` or ``(..., L_q, D)``; ``keys`` in the same form. ``width`` may be ``inf`` (all logits 0).
+    """
+    q = _as_points(queries, "queries")
+    k = _as_points(keys, "keys")
+    if q.ndim != k.ndim or q.shape[:-2] != k.shape[:-2] or q.shape[-1] != k.shape[-1]:
+        raise ValueError(
+            "nadaraya_watson: queries and keys must both be (L,) or both (..., L, D) with the same leading "
+            f"dims and D, got queries {tuple(queries.shape)} and keys {tuple(keys.shape)}"
+        )
+    if q.dtype != k.dtype:
+        raise TypeError(f"nadaraya_watson: queries and keys must share a dtype, got {q.dtype} and {k.dtype}")
+    w = _check_width(width)
+    diff = q.unsqueeze(-2) - k.unsqueeze(-3)  # (..., L_q, 1, D) - (..., 1, L_k, D) = (..., L_q, L_k, D)
+    squared_distance = diff.square().sum(dim=-1)  # (..., L_q, L_k)
+    return -squared_distance / (2 * w**2)
+
+
+def nadaraya_watson(
+    queries: Tensor,
+    keys: Tensor,
+    values: Tensor,
+    width: float | Tensor,
+    *,
+    mask: Tensor | None = None,
+    return_weights: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Nadaraya-Watson regression with a Gaussian kernel: ``f(q_i) = sum_j softmax_j(-|q_i-k_j|^2/2w^2) v_j``.
+
+    Args:
+        queries: ``(L_q,)`` or ``(..., L_q, D)`` -- where to predict.
+        keys: ``(L_k,)`` or ``(..., L_k, D)`` -- the observed inputs.
+        values: ``(L_k,)`` or ``(..., L_k, D_v)`` -- the observed outputs.
+        width: the kernel width ``w > 0`` (a float or a 1-element tensor, which may require grad); ``inf``
+            gives uniform weights.
+        mask: optional boolean ``(..., L_q, L_k)`` (broadcastable), ``True`` = key ``j`` may be used for query
+            ``i``; e.g. ``~torch.eye(n, dtype=torch.bool)`` leaves each training point out of its own
+            prediction. A query with no usable key predicts 0.
+        return_weights: also return the weights ``(..., L_q, L_k)``.
+
+    Returns:
+        The predictions, ``(L_q,)`` for ``(L_k,)`` values, else ``(..., L_q, D_v)``; with the weights if asked.
+    """
+    logits = gaussian_kernel_logits(queries, keys, width)  # (..., L_q, L_k)
+    if not isinstance(values, Tensor):
+        raise TypeError(f"nadaraya_watson: values must be a torch.Tensor, got {type(values).__name__}")
+    if values.dtype != logits.dtype:
+        raise TypeError(f"nadaraya_watson: values must have the keys' dtype {logits.dtype}, got {values.dtype}")
+    scalar_values = values.ndim == 1
+    v = values.unsqueeze(-1) if scalar_values else values  # (..., L_k, D_v)
+    num_keys = logits.shape[-1]
+    if scalar_values != (keys.ndim == 1) or v.shape[:-1] != (*logits.shape[:-2], num_keys):
+        raise ValueError(
+            f"nadaraya_watson: values must be (L_k,) for (L_k,) keys or (..., L_k, D_v) for (..., L_k, D) keys, "
+            f"got values {tuple(values.shape)} and keys {tuple(keys.shape)}"
+        )
+    if mask is not None:
+        if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+            raise TypeError(
+                "nadaraya_watson: mask must be a boolean tensor (True = use the key), "
+                f"got {type(mask).__name__} of dtype {getattr(mask, 'dtype', None)}"
+            )
+        check_mask(mask, tuple(logits.shape), logits.dtype, name="mask")
+    weights = masked_softmax(logits, mask)  # (..., L_q, L_k)
+    out = weights @ v  # (..., L_q, D_v)
+    out = out.squeeze(-1) if scalar_values else out  # (L_q,) for scalar values
+    return (out, weights) if return_weights else out
+
+
+class NadarayaWatson(nn.Module):
+    """Nadaraya-Watson regression with a learnable Gaussian kernel width (chapter 01).
+
+    The width is stored as ``log_width`` so that gradient steps keep it positive and act on its scale
+    (a step of 0.1 changes the width by about 10 %, whether it is 0.01 or 10). Train it on a leave-one-out
+    loss -- ``mask=~torch.eye(n, dtype=torch.bool)`` -- since with each point allowed to predict itself the
+    best width is 0 (interpolating the noise).
+
+    Args:
+        width: the initial width ``w > 0``.
+        learnable: whether ``log_width`` is an ``nn.Parameter`` (else a buffer).
+    """
+
+    def __init__(self, width: float = 1.0, *, learnable: bool = True) -> None:
+        super().__init__()
+        _check_width(width)
+        if math.isinf(width):
+            raise ValueError("width must be finite for NadarayaWatson (its log is the parameter)")
+        log_width = torch.tensor(math.log(width), dtype=torch.get_default_dtype())
+        if learnable:
+            self.log_width = nn.Parameter(log_width)
+        else:
+            self.register_buffer("log_width", log_width)
+
+    @property
+    def width(self) -> Tensor:
+        """The current width ``exp(log_width)``, a 0-d tensor."""
+        return self.log_width.exp()
+
+    def forward(self, queries: Tensor, keys: Tensor, values: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Predict at ``queries`` from the (``keys``, ``values``) pairs; shapes as :func:`nadaraya_watson`."""
+        return nadaraya_watson(queries, keys, values, self.width.to(queries.dtype), mask=mask)
+
+    def weights(self, queries: Tensor, keys: Tensor, mask: Tensor | None = None) -> Tensor:
+        """The attention weights ``(..., L_q, L_k)`` that :meth:`forward` uses."""
+        logits = gaussian_kernel_logits(queries, keys, self.width.to(queries.dtype))
+        if mask is not None:
+            check_mask(mask, tuple(logits.shape), logits.dtype, name="mask")
+        return masked_softmax(logits, mask)
+
+    def extra_repr(self) -> str:
+        return f"width={self.width.item():.4g}, learnable={isinstance(self.log_width, nn.Parameter)}"
+
+
+class GaussianKernelScores(Scores):
+    """Gaussian-kernel logits as a :class:`~attnbook.attention.core.Scores` part of the attention core.
+
+    ``(B, H, L_q, D), (B, H, L_k, D) -> (B, H, L_q, L_k)``: ``-||q - k||^2 / (2 w^2)``, with a learnable
+    ``log_width`` when ``learnable``. ``AttentionCore(scores=GaussianKernelScores(w))`` followed by the
+    softmax is Nadaraya-Watson regression on every head (chapter 01).
+    """
+
+    def __init__(self, width: float = 1.0, *, learnable: bool = True) -> None:
+        super().__init__()
+        self.kernel = NadarayaWatson(width, learnable=learnable)
+
+    @property
+    def width(self) -> Tensor:
+        return self.kernel.width
+
+    def forward(self, q: Tensor, k: Tensor) -> Tensor:
+        return gaussian_kernel_logits(q, k, self.width.to(q.dtype))  # (B, H, L_q, L_k)

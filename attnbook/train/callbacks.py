@@ -1,0 +1,109 @@
+"""Training callbacks: throughput and model-FLOPs utilisation (MFU), and the finite-loss guard's error.
+
+**MFU** (PaLM 2022, ``chowdhery2022palm``, appendix B) is the fraction of the accelerator's peak arithmetic
+a run actually spends on the model:
+
+.. math::
+
+    \\mathrm{MFU} = \\frac{F_{\\text{token}} \\cdot \\text{tokens/s}}{F_{\\text{peak}}}
+
+where :math:`F_{\\text{token}}` is the FLOPs one training token costs (forward *and* backward, about
+:math:`6N` plus the attention term for a decoder with :math:`N` parameters; the LightningModule reports it
+through ``train_flops_per_token()``), tokens/s is measured over the epoch's training batches (validation and
+checkpointing excluded), and :math:`F_{\\text{peak}}` is the ``peak_flops`` setting: the dense peak of one
+device in the run's compute dtype (an H100 SXM does about ``989e12`` bf16 FLOP/s). Left at ``None`` on a GPU it
+is looked up from Lightning's table of known devices for the trainer's precision; on a CPU there is no table,
+so MFU is logged only when ``peak_flops`` is given. Under data parallelism every device measures its own
+tokens against its own peak, which is the same ratio as the whole job's.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback
+
+__all__ = ["NonFiniteLossError", "ThroughputMonitor", "precision_dtype"]
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised when a training loss is NaN or infinite; the message names the step."""
+
+
+def precision_dtype(precision: str | int | None) -> torch.dtype:
+    """The compute dtype of a Lightning precision setting: ``"bf16-mixed"`` -> ``torch.bfloat16``, ..."""
+    text = str(precision)
+    if text.startswith("bf16"):
+        return torch.bfloat16
+    if text.startswith("16"):
+        return torch.float16
+    if text.startswith("64"):
+        return torch.float64
+    return torch.float32
+
+
+class ThroughputMonitor(Callback):
+    """Logs ``perf/tokens_per_sec`` each training epoch and ``perf/mfu`` when the peak FLOP/s are known.
+
+    The module must define ``tokens_in_batch(batch) -> int``; ``train_flops_per_token() -> float`` is optional
+    (no MFU without it). See the module docstring for the definition of MFU and of ``peak_flops``.
+    """
+
+    def __init__(self, peak_flops: float | None = None) -> None:
+        super().__init__()
+        if peak_flops is not None and peak_flops <= 0:
+            raise ValueError(f"peak_flops must be positive or None, got {peak_flops}")
+        self.peak_flops = peak_flops
+        self._start = 0.0
+        self._last = 0.0
+        self._tokens = 0
+
+    def _peak(self, trainer: pl.Trainer) -> float | None:
+        if self.peak_flops is not None:
+            return self.peak_flops
+        device = trainer.strategy.root_device
+        if device.type != "cuda":
+            return None
+        from lightning.fabric.utilities.throughput import get_available_flops
+
+        flops = get_available_flops(device, precision_dtype(trainer.precision))
+        return float(flops) if flops else None
+
+    def _now(self, trainer: pl.Trainer) -> float:
+        if trainer.strategy.root_device.type == "cuda":  # time finished work, not queued kernels
+            torch.cuda.synchronize(trainer.strategy.root_device)
+        return time.perf_counter()
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start = self._last = self._now(trainer)
+        self._tokens = 0
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self._tokens += int(pl_module.tokens_in_batch(batch))
+        self._last = time.perf_counter()
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Logged with the validation metrics, which reach the loggers before the end-of-epoch checkpoint.
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            self._log(pl_module)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._log(pl_module)  # runs without validation
+
+    def _log(self, pl_module: pl.LightningModule) -> None:
+        trainer = pl_module.trainer
+        elapsed = self._last - self._start
+        if self._tokens == 0 or elapsed <= 0:
+            return
+        tokens_per_sec = self._tokens / elapsed
+        self._tokens = 0  # logged once per epoch
+        pl_module.log("perf/tokens_per_sec", tokens_per_sec, on_epoch=True, on_step=False)
+        flops_per_token = getattr(pl_module, "train_flops_per_token", None)
+        peak = self._peak(trainer)
+        if callable(flops_per_token) and peak:
+            pl_module.log("perf/mfu", float(flops_per_token()) * tokens_per_sec / peak, on_epoch=True, on_step=False)

@@ -1,0 +1,319 @@
+"""The training engine: the Trainer attnbook builds, its LightningCLI, the presets, and ``fit_or_load``.
+
+One engine serves the ``attnbook`` command and the chapters, so the two can never diverge: the command line
+(:class:`AttnbookCLI`, a ``LightningCLI``) and :func:`fit_or_load` parse the same YAML presets with the same
+parser and build the same Trainer.
+
+**A run folder** (``engine.run_dir``) holds everything of one run::
+
+    run_dir/metrics.csv, hparams.yaml     CSV log (one row per logged step / epoch)
+    run_dir/tensorboard/                  TensorBoard events (tensorboard --logdir run_dir)
+    run_dir/config.yaml                   the full resolved configuration
+    run_dir/checkpoints/last.ckpt         written at the end of every epoch (resume: --ckpt_path last)
+    run_dir/checkpoints/best.ckpt         the best epoch by engine.monitor (val/loss by default)
+    run_dir/checkpoints/epoch=NNN.ckpt    every engine.save_every_n_epochs epochs (0: none)
+
+Checkpoints are written atomically (:class:`~attnbook.train.checkpoint.AtomicCheckpointIO`). The engine
+adds a learning-rate monitor, the throughput/MFU monitor (:class:`~attnbook.train.callbacks.ThroughputMonitor`,
+``engine.peak_flops``) and a progress bar to whatever ``trainer.callbacks`` the config lists. Everything
+else -- precision (``bf16-mixed``), gradient accumulation, clipping, devices, DDP/FSDP strategies,
+multi-node -- is a plain ``trainer.*`` setting, handled by Lightning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import torch
+from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from attnbook.train.callbacks import ThroughputMonitor
+from attnbook.train.checkpoint import AtomicCheckpointIO
+from attnbook.train.loggers import ResumableCSVLogger
+from attnbook.train.modules import BookModule
+from attnbook.train.presets import resolve_config
+
+__all__ = [
+    "EngineOptions",
+    "trainer_kwargs",
+    "clear_run_logs",
+    "AttnbookCLI",
+    "FitResult",
+    "fit_or_load",
+    "load_module",
+]
+
+_LOGGERS = ("csv", "tensorboard")
+_SPECIAL_CKPT = ("last", "best", "hpc")
+
+
+@dataclasses.dataclass
+class EngineOptions:
+    """What attnbook adds to a plain Lightning Trainer (the ``engine:`` section of a config).
+
+    Args:
+        run_dir: the run folder (logs, config, checkpoints; see the module docstring).
+        loggers: any of ``"csv"``, ``"tensorboard"``; ``[]`` for none.
+        save_every_n_epochs: also keep a checkpoint every this many epochs (0: only last and best).
+        monitor: the metric that picks ``best.ckpt`` (``None``: no best checkpoint).
+        monitor_mode: ``"min"`` or ``"max"``.
+        peak_flops: peak FLOP/s of one device in the run's precision, for the MFU estimate (``None``: looked up
+            for known GPUs, none on CPU; see :mod:`attnbook.train.callbacks`).
+        progress_bar: show a progress bar.
+        progress_refresh_rate: redraw the bar every this many batches.
+    """
+
+    run_dir: str = "runs/attnbook"
+    loggers: list[str] = dataclasses.field(default_factory=lambda: ["csv", "tensorboard"])
+    save_every_n_epochs: int = 0
+    monitor: str | None = "val/loss"
+    monitor_mode: Literal["min", "max"] = "min"
+    peak_flops: float | None = None
+    progress_bar: bool = True
+    progress_refresh_rate: int = 1
+
+    def __post_init__(self) -> None:
+        unknown = [name for name in self.loggers if name not in _LOGGERS]
+        if unknown:
+            raise ValueError(f"engine.loggers: unknown logger(s) {unknown}; choose from {list(_LOGGERS)}")
+        if self.save_every_n_epochs < 0:
+            raise ValueError(f"engine.save_every_n_epochs must be >= 0, got {self.save_every_n_epochs}")
+        if self.progress_refresh_rate < 1:
+            raise ValueError(f"engine.progress_refresh_rate must be >= 1, got {self.progress_refresh_rate}")
+        if self.peak_flops is not None and self.peak_flops <= 0:
+            raise ValueError(f"engine.peak_flops must be positive or null, got {self.peak_flops}")
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return Path(self.run_dir) / "checkpoints"
+
+
+def clear_run_logs(run_dir: str | os.PathLike[str]) -> None:
+    """Remove the logs of an earlier run from a run folder (``metrics.csv``, TensorBoard event files)."""
+    folder = Path(run_dir)
+    for old in [folder / "metrics.csv", *(folder / "tensorboard").glob("events.out.tfevents.*")]:
+        if old.is_file():
+            old.unlink()
+
+
+def trainer_kwargs(engine: EngineOptions, fresh_logs: bool = False, **kwargs: Any) -> dict[str, Any]:
+    """Trainer arguments: ``kwargs`` (the config's ``trainer:`` section) completed by the engine's options.
+
+    Loggers are added unless ``logger`` is set (``False`` turns logging off); checkpoint callbacks unless
+    ``enable_checkpointing=False``; the atomic checkpoint writer unless a ``CheckpointIO`` plugin is given.
+    The CSV log is appended to (a resumed run keeps its history) unless ``fresh_logs``, which starts it anew
+    and drops old TensorBoard event files.
+    """
+    out = dict(kwargs)
+    run_dir = Path(engine.run_dir)
+    out["default_root_dir"] = str(run_dir)
+    if out.get("logger") in (None, True):
+        loggers: list[Any] = []
+        if fresh_logs:
+            clear_run_logs(run_dir)
+        if "csv" in engine.loggers:
+            loggers.append(ResumableCSVLogger(save_dir=str(run_dir), name="", version=""))
+        if "tensorboard" in engine.loggers:
+            loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version=""))
+        out["logger"] = loggers or False
+    has_logger = bool(out["logger"])
+    callbacks = list(out.get("callbacks") or [])
+    if out.get("enable_checkpointing") is not False:
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=engine.checkpoint_dir,
+                filename="best",
+                monitor=engine.monitor,
+                mode=engine.monitor_mode,
+                save_top_k=1 if engine.monitor else 0,
+                save_last=True,
+                auto_insert_metric_name=False,
+                enable_version_counter=False,
+            )
+        )
+        if engine.save_every_n_epochs:
+            callbacks.append(
+                ModelCheckpoint(
+                    dirpath=engine.checkpoint_dir,
+                    filename="epoch={epoch:03d}",
+                    every_n_epochs=engine.save_every_n_epochs,
+                    save_top_k=-1,
+                    auto_insert_metric_name=False,
+                    enable_version_counter=False,
+                )
+            )
+    if has_logger:
+        callbacks.append(LearningRateMonitor(logging_interval="step"))
+        callbacks.append(ThroughputMonitor(engine.peak_flops))
+    if out.get("enable_progress_bar") is None:
+        out["enable_progress_bar"] = engine.progress_bar
+    if out["enable_progress_bar"]:
+        callbacks.append(TQDMProgressBar(refresh_rate=engine.progress_refresh_rate))
+    out["callbacks"] = callbacks
+    plugins = out.get("plugins")
+    plugins = [] if plugins is None else (list(plugins) if isinstance(plugins, (list, tuple)) else [plugins])
+    if not any(isinstance(p, CheckpointIO) for p in plugins):
+        plugins.append(AtomicCheckpointIO())
+    out["plugins"] = plugins
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- the CLI
+class AttnbookCLI(LightningCLI):
+    """``LightningCLI`` over :class:`~attnbook.train.modules.BookModule` subclasses and any LightningDataModule,
+    with the ``engine:`` section of :class:`EngineOptions`, a seed of 0 by default, and a check that
+    ``--ckpt_path`` names an existing file (or ``last``/``best``)."""
+
+    def __init__(self, args: Any = None, run: bool = True, **kwargs: Any) -> None:
+        kwargs.setdefault("model_class", BookModule)
+        kwargs.setdefault("subclass_mode_model", True)
+        kwargs.setdefault("datamodule_class", pl.LightningDataModule)
+        kwargs.setdefault("subclass_mode_data", True)
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("seed_everything_default", 0)
+        kwargs.setdefault("auto_configure_optimizers", False)
+        kwargs.setdefault("parser_kwargs", {"exit_on_error": False})
+        self.predictions: list[Any] | None = None
+        self.fresh_logs = bool(kwargs.pop("fresh_logs", False))
+        super().__init__(args=args, run=run, **kwargs)
+
+    def add_arguments_to_parser(self, parser: Any) -> None:
+        parser.add_class_arguments(EngineOptions, "engine")
+
+    def before_instantiate_classes(self) -> None:
+        if self.subcommand is None:
+            return
+        config = self.config[self.subcommand]
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path == "best":  # a new process has no memory of the best epoch: use the run folder's best.ckpt
+            best = Path(config.engine.run_dir) / "checkpoints" / "best.ckpt"
+            if not best.is_file():
+                raise FileNotFoundError(f"--ckpt_path best: no best checkpoint at {str(best)!r}")
+            config.ckpt_path = ckpt_path = str(best)
+        if ckpt_path and ckpt_path not in _SPECIAL_CKPT and not Path(ckpt_path).is_file():
+            raise FileNotFoundError(f"--ckpt_path: no checkpoint file at {ckpt_path!r}")
+        self.fresh_logs = self.subcommand == "fit" and not ckpt_path
+
+    @property
+    def engine(self) -> EngineOptions:
+        return self._get(self.config_init, "engine")
+
+    def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
+        extra_callbacks = [self._get(self.config_init, c) for c in self._parser(self.subcommand).callback_keys]
+        config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
+        return self._instantiate_trainer(trainer_kwargs(self.engine, self.fresh_logs, **config), extra_callbacks)
+
+    def predict(self, **kwargs: Any) -> None:
+        """``trainer.predict``, keeping the predictions and saving them to ``run_dir/predictions.pt``."""
+        kwargs["return_predictions"] = True
+        self.predictions = self.trainer.predict(**kwargs)
+        target = Path(self.engine.run_dir) / "predictions.pt"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(self.predictions, target)
+
+
+# ---------------------------------------------------------------------------------------------------- chapters
+@dataclasses.dataclass
+class FitResult:
+    """What :func:`fit_or_load` returns.
+
+    Attributes:
+        module: the trained LightningModule (eval mode, on the CPU unless trained elsewhere); ``.net`` is the model.
+        datamodule: the data it was trained on (set up).
+        trainer: the Trainer that trained or restored it.
+        run_dir: the run folder (``plot_learning_curves(run_dir)`` draws its curves).
+        last_checkpoint, best_checkpoint: paths (``None`` when absent).
+        trained: whether this call ran any training step (``False``: everything came from the checkpoint).
+        metrics: the last logged metrics (floats).
+    """
+
+    module: BookModule
+    datamodule: pl.LightningDataModule
+    trainer: pl.Trainer
+    run_dir: Path
+    last_checkpoint: Path | None
+    best_checkpoint: Path | None
+    trained: bool
+    metrics: dict[str, float]
+
+
+def fit_or_load(
+    config: str | os.PathLike[str],
+    run_dir: str | os.PathLike[str] | None = None,
+    overrides: Sequence[str] = (),
+    retrain: bool = False,
+) -> FitResult:
+    """Train a preset (or YAML config) with the engine, or load it if its run folder has a checkpoint.
+
+    Args:
+        config: a preset name (``"gpt-quick"``) or a YAML path, exactly as ``attnbook fit --config`` takes.
+        run_dir: the run folder (default: the config's ``engine.run_dir``).
+        overrides: command-line style overrides, e.g. ``["--trainer.max_epochs", "3"]``.
+        retrain: ignore an existing checkpoint and train from scratch.
+
+    With ``run_dir/checkpoints/last.ckpt`` present the run is resumed from it: a finished run trains no step
+    and just restores its weights, an interrupted one finishes. Same parser, same Trainer, same checkpoints
+    as ``attnbook fit --config <config> --ckpt_path last``.
+    """
+    args = ["--config", str(resolve_config(config)), *overrides]
+    if run_dir is not None:
+        args += ["--engine.run_dir", str(run_dir)]
+    cli = AttnbookCLI(args=args, run=False)
+    trainer, module, datamodule = cli.trainer, cli.model, cli.datamodule
+    engine = cli.engine
+    last = engine.checkpoint_dir / "last.ckpt"
+    resume = last.is_file() and not retrain
+    if not resume:  # a fresh run: nothing of an older run in this folder may mix into its logs or checkpoints
+        clear_run_logs(engine.run_dir)
+        for stale in engine.checkpoint_dir.glob("*.ckpt"):
+            stale.unlink()
+    start_step = 0
+    if resume:
+        start_step = int(torch.load(last, map_location="cpu", weights_only=False).get("global_step", 0))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
+    module.eval()
+    best = engine.checkpoint_dir / "best.ckpt"
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
+    return FitResult(
+        module=module,
+        datamodule=datamodule,
+        trainer=trainer,
+        run_dir=Path(engine.run_dir),
+        last_checkpoint=last if last.is_file() else None,
+        best_checkpoint=best if best.is_file() else None,
+        trained=trainer.global_step > start_step,
+        metrics=metrics,
+    )
+
+
+def load_module(checkpoint: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> BookModule:
+    """Load any attnbook checkpoint as its LightningModule (the class is read from the checkpoint), in eval mode."""
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint file at {str(checkpoint)!r}")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if "attnbook" not in state:
+        raise ValueError(f"{str(checkpoint)!r} was not written by attnbook.train (it has no 'attnbook' entry)")
+    hparams = state.get("hyper_parameters", {})
+    class_path = hparams.get("_class_path")
+    module_class: type[BookModule] = BookModule
+    if class_path:
+        module_name, _, class_name = class_path.rpartition(".")
+        module_class = getattr(__import__(module_name, fromlist=[class_name]), class_name)
+    else:
+        from attnbook.train import modules
+
+        for candidate in (modules.GPTModule, modules.PointerModule, modules.Seq2SeqModule):
+            if set(hparams) <= set(candidate.__init__.__code__.co_varnames):
+                module_class = candidate
+                break
+    module = module_class.load_from_checkpoint(path, map_location=map_location, weights_only=False)
+    return module.eval()

@@ -1,0 +1,259 @@
+"""attnbook.train: schedule, seeded data order, atomic checkpoints, NaN guard, fit_or_load, resume after SIGKILL."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+
+from attnbook.train import (
+    AtomicCheckpointIO,
+    CharDataModule,
+    EngineOptions,
+    EpochSeededSampler,
+    GPTModule,
+    NonFiniteLossError,
+    fit_or_load,
+    load_module,
+    plot_learning_curves,
+    read_metrics,
+    trainer_kwargs,
+    warmup_cosine_factor,
+)
+from attnbook.train import checkpoint as checkpoint_module
+
+REPO = Path(__file__).resolve().parents[1]
+
+#: Shrinks the gpt-quick preset to a run of seconds: a 1-layer 32-dim GPT on 20k characters of the stdlib.
+TINY_GPT = [
+    "--model.init_args.n_layer", "1", "--model.init_args.n_head", "2", "--model.init_args.n_embd", "32",
+    "--model.init_args.block_size", "16", "--model.init_args.warmup_steps", "4",
+    "--data.init_args.block_size", "16", "--data.init_args.max_chars", "20000", "--data.init_args.batch_size", "8",
+    "--data.init_args.batches_per_epoch", "6", "--data.init_args.val_batches", "2",
+    "--engine.progress_bar", "false", "--engine.loggers", "[csv]", "--trainer.log_every_n_steps", "3",
+]  # fmt: skip
+
+
+def _subprocess_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
+    env["OMP_NUM_THREADS"] = "1"  # same arithmetic in every run, and no oversubscription on a shared CPU
+    return env
+
+
+@pytest.fixture(scope="module")
+def text_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "tiny.txt"
+    path.write_text("the quick brown fox jumps over the lazy dog. " * 200, encoding="utf-8")
+    return path
+
+
+def _tiny_trainer(run_dir: Path, **kwargs) -> pl.Trainer:
+    engine = EngineOptions(run_dir=str(run_dir), loggers=["csv"], progress_bar=False)
+    options = {
+        "accelerator": "cpu",
+        "devices": 1,
+        "max_epochs": 1,
+        "num_sanity_val_steps": 0,
+        "enable_model_summary": False,
+        "log_every_n_steps": 1,
+        **kwargs,
+    }
+    return pl.Trainer(**trainer_kwargs(engine, **options))
+
+
+def _tiny_parts(text_file: Path, batches: int = 4) -> tuple[GPTModule, CharDataModule]:
+    data = CharDataModule(corpus=str(text_file), block_size=8, batch_size=4, batches_per_epoch=batches, val_batches=1)
+    torch.manual_seed(0)
+    model = GPTModule(block_size=8, n_layer=1, n_head=2, n_embd=16, warmup_steps=2)
+    return model, data
+
+
+# ------------------------------------------------------------------------------------------------ schedule
+def test_warmup_cosine_schedule_shape() -> None:
+    W, S, r = 10, 110, 0.1
+    factors = [warmup_cosine_factor(s, W, S, r) for s in range(S + 20)]
+    assert factors[0] == pytest.approx(1 / W)
+    assert factors[W - 1] == pytest.approx(1.0)  # peak at the end of the warm-up
+    assert all(a < b for a, b in zip(factors[:W], factors[1:W], strict=False))  # rising warm-up
+    assert all(a >= b for a, b in zip(factors[W:], factors[W + 1 :], strict=False))  # then never rising
+    assert factors[W + (S - W) // 2] == pytest.approx(r + (1 - r) * 0.5)  # cosine midpoint
+    assert factors[S] == pytest.approx(r) and factors[-1] == pytest.approx(r)  # floor, held past the end
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"warmup_steps": -1}, "warmup_steps"),
+        ({"total_steps": 0}, "total_steps"),
+        ({"min_lr_ratio": 2}, "min_lr_ratio"),
+    ],
+)
+def test_warmup_cosine_rejects_bad_arguments(kwargs: dict, match: str) -> None:
+    arguments = {"step": 0, "warmup_steps": 1, "total_steps": 10, "min_lr_ratio": 0.1, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        warmup_cosine_factor(**arguments)
+
+
+# ------------------------------------------------------------------------------------------------ data order
+def test_epoch_seeded_sampler_is_a_function_of_seed_and_epoch() -> None:
+    a, b = EpochSeededSampler(1000, 50, seed=3), EpochSeededSampler(1000, 50, seed=3)
+    a.set_epoch(4)
+    b.set_epoch(4)
+    assert list(a) == list(b)  # a fresh process resuming at epoch 4 draws the same windows
+    b.set_epoch(5)
+    assert list(a) != list(b)
+    perm = EpochSeededSampler(20, 20, seed=0, replacement=False)
+    assert sorted(perm) == list(range(20))
+    with pytest.raises(ValueError, match="num_samples"):
+        EpochSeededSampler(5, 6, replacement=False)
+
+
+def test_char_datamodule_windows_and_errors(text_file: Path) -> None:
+    data = CharDataModule(corpus=str(text_file), block_size=8, batch_size=4, batches_per_epoch=3, val_batches=2)
+    data.setup("fit")
+    x, y = next(iter(data.train_dataloader()))
+    assert x.shape == y.shape == (4, 8)
+    torch.testing.assert_close(x[:, 1:], y[:, :-1])  # y is x shifted by one
+    assert len(data.train_dataloader()) == 3 and len(data.val_dataloader()) == 2
+    assert data.tokenizer.decode(x[0]) in text_file.read_text()
+    with pytest.raises(FileNotFoundError, match="no file at"):
+        CharDataModule(corpus="/no/such/corpus.txt")
+    with pytest.raises(ValueError, match="block_size"):
+        CharDataModule(block_size=0)
+
+
+# ------------------------------------------------------------------------------------------------ checkpoints
+def test_atomic_checkpoint_survives_a_crash_mid_save(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    io = AtomicCheckpointIO()
+    target = tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"weights": torch.arange(4.0), "global_step": 1}, target)
+    (target.parent / ".last.ckpt.99999.tmp").write_bytes(b"left by a process killed mid-write")
+
+    real_save = torch.save
+
+    def crash_half_way(obj, handle, *args, **kwargs):
+        handle.write(b"PK\x03\x04 half a checkpoint")  # some bytes reach the disk, then the "power fails"
+        raise OSError("simulated crash during the write")
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", crash_half_way)
+    with pytest.raises(OSError, match="simulated crash"):
+        io.save_checkpoint({"weights": torch.zeros(4), "global_step": 2}, target)
+    monkeypatch.setattr(checkpoint_module.torch, "save", real_save)
+
+    loaded = torch.load(target, weights_only=True)  # still the complete previous checkpoint
+    assert loaded["global_step"] == 1
+    torch.testing.assert_close(loaded["weights"], torch.arange(4.0))
+    assert sorted(p.name for p in target.parent.iterdir()) == ["last.ckpt"]  # no temporary files left
+
+
+def test_engine_uses_atomic_writer_and_stores_the_tokenizer(tmp_path: Path, text_file: Path) -> None:
+    model, data = _tiny_parts(text_file)
+    trainer = _tiny_trainer(tmp_path)
+    assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+    trainer.fit(model, datamodule=data)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    state = torch.load(last, weights_only=False)
+    assert state["attnbook"]["tokenizer"] == data.tokenizer.state_dict()
+    assert state["attnbook"]["spec"] == {"vocab_size": data.vocab_size}
+    loaded = load_module(last)  # no datamodule needed: the spec and the tokenizer come from the checkpoint
+    assert isinstance(loaded, GPTModule)
+    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+    text = loaded.complete("the ", max_new_tokens=10, generator=torch.Generator().manual_seed(0))
+    assert text.startswith("the ") and len(text) == 14
+
+
+# ------------------------------------------------------------------------------------------------ NaN guard
+class _NaNAtBatch(GPTModule):
+    def compute_loss(self, batch):
+        loss = super().compute_loss(batch)
+        return loss * float("nan") if self.global_step == 3 else loss
+
+
+def test_nan_loss_stops_the_run_naming_the_step(tmp_path: Path, text_file: Path) -> None:
+    data = CharDataModule(corpus=str(text_file), block_size=8, batch_size=4, batches_per_epoch=6, val_batches=1)
+    model = _NaNAtBatch(block_size=8, n_layer=1, n_head=2, n_embd=16)
+    trainer = _tiny_trainer(tmp_path)
+    with pytest.raises(NonFiniteLossError, match=r"became nan at step 3 \(epoch 0, batch 3\)"):
+        trainer.fit(model, datamodule=data)
+    assert trainer.global_step == 3  # the NaN step was never applied
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+# ------------------------------------------------------------------------------------------------ chapters' helper
+def test_fit_or_load_trains_once_then_loads(tmp_path: Path) -> None:
+    overrides = [*TINY_GPT, "--trainer.max_epochs", "2"]
+    first = fit_or_load("gpt-quick", run_dir=tmp_path / "run", overrides=overrides)
+    assert first.trained and first.last_checkpoint is not None and first.best_checkpoint is not None
+    assert first.trainer.global_step == 12
+    assert math.isfinite(first.metrics["val/loss"])
+    second = fit_or_load("gpt-quick", run_dir=tmp_path / "run", overrides=overrides)
+    assert not second.trained  # the finished run is restored, not retrained
+    for a, b in zip(first.module.parameters(), second.module.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    figure = plot_learning_curves(first.run_dir)
+    assert figure.axes[0].get_xlabel() == "optimizer step"
+    assert {"train/loss", "val/loss"} <= {line.get_label() for line in figure.axes[0].get_lines()}
+    with pytest.raises(FileNotFoundError, match="run_dir"):
+        plot_learning_curves(tmp_path / "nowhere")
+
+
+# ------------------------------------------------------------------------------------------------ resume after kill
+def _final_state(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+
+
+def _logged(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    return {k: v for k, v in read_metrics(run_dir).items() if not k.startswith("perf/")}  # timings differ
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+    epochs = 8
+    command = [sys.executable, "-m", "attnbook.cli", "fit", "--config", "gpt-quick", *TINY_GPT]
+    command += ["--trainer.max_epochs", str(epochs)]
+    env = _subprocess_env()
+
+    straight = tmp_path / "straight"
+    subprocess.run([*command, "--engine.run_dir", str(straight)], env=env, check=True, capture_output=True)
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(
+        [*command, "--engine.run_dir", str(killed)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    last = killed / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 120
+    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)  # a real, uncatchable kill, part-way through the run
+    assert process.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+    reached = torch.load(last, weights_only=False)["epoch"]
+    assert reached < epochs - 1  # it really was interrupted
+
+    resume = subprocess.run(
+        [*command, "--engine.run_dir", str(killed), "--ckpt_path", "last"], env=env, capture_output=True, text=True
+    )
+    assert resume.returncode == 0, resume.stderr[-2000:]
+
+    a, b = _final_state(straight), _final_state(killed)
+    assert a["global_step"] == b["global_step"] == epochs * 6
+    for name, value in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][name], value, rtol=0, atol=0, msg=name)
+    moments_a, moments_b = a["optimizer_states"][0]["state"], b["optimizer_states"][0]["state"]
+    assert moments_a.keys() == moments_b.keys()
+    for key, moments in moments_a.items():
+        torch.testing.assert_close(moments_b[key]["exp_avg_sq"], moments["exp_avg_sq"], rtol=0, atol=0)
+    logged_a, logged_b = _logged(straight), _logged(killed)
+    assert logged_a.keys() == logged_b.keys()
+    for name in logged_a:
+        assert logged_b[name] == logged_a[name], name
+    assert len(logged_a["val/loss"]) == epochs
