@@ -39,7 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--head-dim", type=int, default=64, help="head dimension d (default 64)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     parser.add_argument("--min-run-time", type=float, default=0.5, help="seconds of timing per cell (default 0.5)")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds per cell (default 3)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds per cell (default 5)")
     parser.add_argument("--no-manual", action="store_true", help="skip the manual path (it is slow at large n)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     return parser.parse_args(argv)

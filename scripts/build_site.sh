@@ -10,7 +10,7 @@
 # Steps: (1) .venv via scripts/setup.sh; (2) the site template's npm libraries (`npm ci`, from the committed
 # site/template/package-lock.json) when node_modules is missing or the lockfile changed; (3) chapters whose
 # executed notebook _build/executed/NN-slug.ipynb is missing or stale (older than its chapter or than the
-# attnbook package, different cells, or an error output) are executed by scripts/execute_chapters.py;
+# attnbook package, different cells, an error output or a cell not run) are executed by scripts/execute_chapters.py;
 # (4) `myst build --html` with the template in site/template. Exits non-zero if a chapter failed to execute
 # (the site is still built, showing the error) or if the site build failed.
 set -euo pipefail
@@ -67,8 +67,9 @@ for md in sorted(CHAPTERS.glob("[0-9][0-9]-*.md")):
     executed = nbformat.read(done, as_version=4)
     errors = [o for c in executed.cells if c.cell_type == "code" and "raises-exception" not in c.metadata.get("tags", [])
               for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    unexecuted = [c for c in executed.cells if c.cell_type == "code" and c.get("execution_count") is None]  # stopped early
     older = done.stat().st_mtime < max(md.stat().st_mtime, package_mtime)
-    if older or errors or cell_sources(executed) != cell_sources(notebook_from_markdown(md)):
+    if older or errors or unexecuted or cell_sources(executed) != cell_sources(notebook_from_markdown(md)):
         print(md)
 PY
   )

@@ -55,7 +55,7 @@ def main() -> int:
         bad = stale_pairs()
         print("\n".join(bad) if bad else "all chapter pairs are in sync")
         return 1 if bad else 0
-    for md in args.chapters or sorted(CHAPTERS.glob("[0-9][0-9]-*.md")):
+    for md in [p.resolve() for p in args.chapters] or sorted(CHAPTERS.glob("[0-9][0-9]-*.md")):
         nbformat.write(notebook_from_markdown(md), md.with_suffix(".ipynb"))
         print(f"wrote {md.with_suffix('.ipynb').relative_to(ROOT)}")
     return 0

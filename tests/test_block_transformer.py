@@ -80,8 +80,16 @@ def test_cached_next_token_logits_equal_forward():
 def test_kv_reads_counted_and_lower_than_vanilla():
     block_len, n_prefix, blocks = 4, 1, 16
     bt = BlockTransformer(
-        BlockTransformerConfig(vocab_size=11, block_len=block_len, max_blocks=blocks, n_prefix=n_prefix, n_embd=16,
-                               n_head=2, block_n_layer=2, token_n_layer=2)
+        BlockTransformerConfig(
+            vocab_size=11,
+            block_len=block_len,
+            max_blocks=blocks,
+            n_prefix=n_prefix,
+            n_embd=16,
+            n_head=2,
+            block_n_layer=2,
+            token_n_layer=2,
+        )
     )
     gpt = GPT(GPTConfig(vocab_size=11, block_size=block_len * blocks, n_layer=4, n_head=2, n_embd=16))
     prompt = torch.zeros(1, 4, dtype=torch.long)

@@ -6,8 +6,10 @@ import logging
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import lightning.pytorch  # noqa: F401  (imported here, its log handlers bind to a stream that stays open)
 import pytest
 import torch
 
@@ -42,13 +44,21 @@ _SHRINK = {
 
 
 @pytest.fixture(autouse=True)
-def _lightning_logs_to_the_captured_stderr() -> None:
+def _lightning_logs_to_the_captured_stderr(capsys: pytest.CaptureFixture[str]) -> Iterator[None]:
     """Lightning's log handlers keep the stderr of the moment Lightning was imported; under pytest's capture
     that stream is closed by the time a later test logs, so point them at the current one."""
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        for handler in logging.getLogger(name).handlers:
-            if isinstance(handler, logging.StreamHandler):
-                handler.setStream(sys.stderr)
+    loggers = [logging.getLogger(), *(logging.getLogger(name) for name in list(logging.root.manager.loggerDict))]
+    handlers = [
+        handler
+        for logger in loggers
+        for handler in logger.handlers
+        if type(handler) is logging.StreamHandler and getattr(handler.stream, "closed", False) is not None
+    ]
+    for handler in handlers:
+        handler.stream = sys.stderr  # not setStream: it would flush the old, closed stream
+    yield
+    for handler in handlers:
+        handler.stream = sys.__stderr__
 
 
 def shrunk(preset: str, run_dir: Path) -> list[str]:
@@ -132,7 +142,7 @@ def test_resume_with_ckpt_path_last_continues_the_run(tmp_path: Path, capsys: py
         (["fit", "--config", "configs/missing.yaml"], 2, "no config file at 'configs/missing.yaml'"),
         (["fit", "--config", "gpt-quick", "--model.init_args.n_layr", "3"], 2, "Option 'n_layr' is not accepted"),
         (["fit", "--config", "gpt-quick", "--model.init_args.n_layer", "many"], 2, 'key "n_layer"'),
-        (["fit", "--config", "gpt-quick", "--engine.loggers", "[wandb]"], 2, "engine.loggers"),
+        (["fit", "--config", "gpt-quick", "--engine.loggers", "[wandb]"], 1, "engine.loggers: unknown logger(s)"),
         (["fit", "--config", "gpt-quick", "--model.init_args.n_head", "5"], 1, "model: GPTConfig.n_head=5"),
         (["fit", "--config", "pointer-hull-quick", "--data.init_args.task", "sorting"], 1, "model.input_dim=2"),
         (["fit", "--config", "gpt-quick", "--ckpt_path", "/no/such.ckpt"], 1, "--ckpt_path: no checkpoint file"),

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+import attnbook.attention.functional as functional
 from attnbook.attention.core import AttentionCore
 from attnbook.attention.functional import masked_softmax, scaled_dot_product_attention
 from attnbook.attention.masks import causal_mask, fully_masked_rows, key_mask_to_attn_mask, padding_mask
@@ -345,7 +346,7 @@ def test_bad_qkv(change, error, match):
         (torch.zeros(LQ, LK, dtype=torch.float64), TypeError, r"mask must be bool.*query dtype torch.float32.*float64"),
         (torch.ones(LQ, LK, dtype=torch.int64), TypeError, r"mask must be bool.*got torch.int64 \(shape \(5, 6\)\)"),
         ([[True] * LK] * LQ, TypeError, r"mask must be a torch.Tensor or None, got list"),
-        (torch.ones(LQ, LK, dtype=torch.bool, device="meta"), ValueError, r"mask is on meta but q is on cpu"),
+        (torch.ones(LQ, LK, dtype=torch.bool, device="meta"), TypeError, r"mask is on meta but q is on cpu"),
     ],
     ids=["last-dim", "batch", "rank", "float64-mask", "int-mask", "list", "device"],
 )
@@ -377,8 +378,6 @@ def test_bad_options(kwargs, match):
 @pytest.mark.parametrize("kind", ["bool-empty-rows", "float-2d", "bool-key-padding"])
 def test_own_guard_for_kernels_that_return_nan(kind, monkeypatch):
     """Where PyTorch's kernel gives NaN for rows without keys (older versions, GPU), the fused path guards them."""
-    import attnbook.attention.functional as functional
-
     monkeypatch.setitem(functional._EMPTY_ROWS_SAFE, "cpu", False)
     q, k, v = (t.requires_grad_() for t in make_qkv())
     mask = make_mask(kind, torch.float64)
@@ -387,3 +386,27 @@ def test_own_guard_for_kernels_that_return_nan(kind, monkeypatch):
     torch.testing.assert_close(out, want, atol=1e-12, rtol=1e-12)
     out.sum().backward()
     assert all(torch.isfinite(t.grad).all() for t in (q, k, v))
+
+
+def test_mixed_devices_are_rejected():
+    q, k, v = _qkv32()
+    with pytest.raises(TypeError, match=r"q, k, v must be on one device, got q=meta, k=cpu, v=cpu"):
+        scaled_dot_product_attention(q.to("meta"), k, v)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "kernel_calls"),
+    [({}, 1), ({"backend": "fused"}, 1), ({"backend": "manual"}, 0), ({"need_weights": True}, 0)],
+    ids=["auto", "fused", "manual", "auto+weights"],
+)
+def test_backend_dispatch(kwargs, kernel_calls, monkeypatch):
+    """``auto`` takes PyTorch's kernel unless the weights are asked for; ``manual`` never does."""
+    functional._kernel_zeroes_empty_rows(torch.device("cpu"))  # its one-off probe calls the kernel too
+    calls = []
+    kernel = F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *a, **kw: calls.append(1) or kernel(*a, **kw))
+    mask = make_mask("bool-2d", torch.float64)
+    for m in (None, mask):
+        calls.clear()
+        scaled_dot_product_attention(*make_qkv(), m, **kwargs)
+        assert len(calls) == kernel_calls

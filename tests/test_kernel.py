@@ -52,6 +52,14 @@ def test_vector_points_and_values_match_brute_force():
     torch.testing.assert_close(out, brute_force(queries, keys, values, 0.4), rtol=1e-12, atol=1e-12)
 
 
+def test_scalar_inputs_with_vector_values():
+    keys, values, queries = _random((10,), 21), _random((10, 3), 22), _random((4,), 23)
+    out = nadaraya_watson(queries, keys, values, 0.2)
+    assert out.shape == (4, 3)
+    for d in range(3):
+        torch.testing.assert_close(out[:, d], nadaraya_watson(queries, keys, values[:, d], 0.2))
+
+
 def test_leading_batch_dims_are_independent_problems():
     keys, values, queries = _random((2, 3, 12, 2), 6), _random((2, 3, 12, 4), 7), _random((2, 3, 5, 2), 8)
     out = nadaraya_watson(queries, keys, values, 0.25)

@@ -181,7 +181,7 @@ class Window(Pattern):
 
 class L2Scores(Scores):
     def forward(self, q: Tensor, k: Tensor) -> Tensor:
-        return -torch.cdist(q, k) ** 2
+        return -(torch.cdist(q, k) ** 2)
 
 
 class Slopes(PositionPart):
@@ -218,7 +218,7 @@ def test_custom_parts_plug_in():
         out, _ = AttentionCore(pattern=CausalPattern(), backend=backend)(q, k, v)
         assert max_diff(out, brute(q, k, v, dot, torch.ones(6, 6, dtype=torch.bool).tril())) < TOL
     out, _ = AttentionCore(scores=L2Scores())(q, k, v)
-    assert max_diff(out, brute(q, k, v, lambda a, b: -torch.cdist(a, b) ** 2)) < TOL
+    assert max_diff(out, brute(q, k, v, lambda a, b: -(torch.cdist(a, b) ** 2))) < TOL
     assert not AttentionCore(scores=L2Scores()).can_fuse() and AttentionCore().can_fuse()
     out, _ = AttentionCore(scores=DotProductScores(scale=0.1))(q, k, v)
     assert max_diff(out, brute(q, k, v, lambda a, b: 0.1 * a @ b.transpose(-2, -1))) < TOL
@@ -237,6 +237,21 @@ def test_cache_positions_for_causal_pattern():
     full, _ = core(q, k, v)
     last, _ = core(q[..., -1:, :], k, v, q_pos=torch.tensor([4]))
     assert max_diff(last, full[..., -1:, :]) < TOL
+
+
+def test_attn_mask_shapes_that_broadcast():
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(8, 2).double().eval()
+    x = torch.randn(2, 5, 8, dtype=torch.float64)
+    real = torch.tensor([[True] * 5, [True] * 3 + [False] * 2])
+    expect, _ = mha(x, key_mask=real)
+    for mask in (real[:, None, None, :], real[:, None, :].expand(2, 5, 5), real[:, None, None, :].expand(2, 2, 5, 5)):
+        got, _ = mha(x, attn_mask=mask)
+        assert max_diff(got, expect) < TOL
+    causal = torch.ones(5, 5, dtype=torch.bool).tril()
+    expect, _ = mha(x, is_causal=True)
+    for mask in (causal, causal[None], causal[None, None]):
+        assert max_diff(mha(x, attn_mask=mask)[0], expect) < TOL
 
 
 def test_dropout_only_in_training():

@@ -66,14 +66,14 @@ def test_convex_hull_task_targets():
 
 
 def test_polygon_area_and_coverage():
-    square = np.array([[0, 0], [1, 0], [1, 1], [0, 1], [0.5, 0.5]], dtype=float)
+    square = np.array([[0, 0], [1, 0], [1, 1], [0, 1], [0.25, 0.5]], dtype=float)
     assert polygon_area(square, [0, 1, 2, 3]) == pytest.approx(1.0)
     assert polygon_area(square, [3, 2, 1, 0]) == pytest.approx(1.0)  # orientation does not matter
     assert polygon_area(square, [0, 1]) == 0.0
     hull = [0, 1, 2, 3]
     assert hull_coverage([0, 1, 2, 3], square, hull) == pytest.approx(1.0)
     assert hull_coverage([0, 1, 2], square, hull) == pytest.approx(0.5)
-    assert hull_coverage([0, 1, 2, 4], square, hull) == pytest.approx(0.75)
+    assert hull_coverage([0, 1, 2, 4], square, hull) == pytest.approx(0.625)
     assert hull_coverage([0, 2, 1, 3], square, hull) == 0.0  # self-intersecting (a bow tie)
     assert hull_coverage([0, 1, 1, 2], square, hull) == 0.0  # repeated vertex
     assert hull_coverage([0, 1], square, hull) == 0.0  # not a polygon
@@ -188,6 +188,23 @@ def test_decode_indexes_valid_unvisited_inputs(seed, n, end_token):
             assert sorted(chosen) == list(range(int(lengths[b]))), "sorting outputs a permutation"
         for i, j in enumerate(chosen):  # the chosen index had positive probability at its step
             assert log_probs[b, i, j] > float("-inf")
+
+
+@pytest.mark.parametrize("end_token", [False, True])
+def test_forward_without_targets_scores_the_greedy_path(end_token):
+    torch.manual_seed(0)
+    model = PointerNetwork(input_dim=2, hidden_dim=8, end_token=end_token)
+    x = torch.rand(3, 6, 2)
+    lengths = torch.tensor([6, 4, 5])
+    targets = model.greedy_targets(x, lengths)
+    log_probs = model(x, lengths=lengths)
+    torch.testing.assert_close(log_probs, model(x, targets, lengths))
+    picked = log_probs.gather(-1, targets.clamp(min=0)[..., None])[..., 0]
+    keep = targets != IGNORE_INDEX
+    assert torch.isfinite(picked[keep]).all()
+    assert (picked[keep] == log_probs[keep].max(dim=-1).values).all(), "greedy: each target is the argmax"
+    if end_token:
+        assert (targets == 6).sum(dim=1).tolist() == [1, 1, 1]
 
 
 def test_padding_does_not_change_the_answer():

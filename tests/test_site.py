@@ -53,7 +53,9 @@ def test_every_written_chapter_is_in_the_toc_and_only_those():
         if "file" in entry:
             assert entry["file"].startswith("_build/executed/") and entry["file"].endswith(".ipynb"), entry
         else:
-            assert entry.get("children") == [], f"a planned chapter is a title with `children: []`: {entry}"
+            assert set(entry) == {"title", "children"} and entry["children"] == [], (
+                f'a planned chapter is `{{title: "NN. Title", children: []}}` (quote the title): {entry}'
+            )
 
 
 def test_site_template_is_complete():

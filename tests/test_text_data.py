@@ -104,7 +104,9 @@ def test_download_success_writes_atomically(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     replaced = []
     real_replace = text_module.os.replace
-    monkeypatch.setattr(text_module.os, "replace", lambda a, b: (replaced.append((Path(a), Path(b))), real_replace(a, b)))
+    monkeypatch.setattr(
+        text_module.os, "replace", lambda a, b: (replaced.append((Path(a), Path(b))), real_replace(a, b))
+    )
     path = download_tiny_shakespeare(cache, url=url, sha256=PAYLOAD_SHA)
     assert path == cache / TINY_SHAKESPEARE_FILENAME and path.read_bytes() == PAYLOAD
     assert len(replaced) == 1 and replaced[0][1] == path and replaced[0][0].parent == cache

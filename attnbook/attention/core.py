@@ -304,7 +304,7 @@ class MultiHeadAttention(nn.Module):
         allowed = {2: (L_q, L_k), 3: (B, L_q, L_k), 4: (B, self.num_heads, L_q, L_k)}
         want = allowed.get(mask.ndim)
         ok = want is not None and all(m in (1, w) for m, w in zip(mask.shape, want, strict=True))
-        if not ok or mask.shape[-2:] != (L_q, L_k):
+        if not ok:
             raise ValueError(
                 f"MultiHeadAttention: attn_mask must have shape (L_q, L_k)=({L_q}, {L_k}), (B, L_q, L_k) or "
                 f"(B, H, L_q, L_k)=({B}, {self.num_heads}, {L_q}, {L_k}) (size-1 batch/head dims broadcast), "

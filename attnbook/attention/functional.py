@@ -217,7 +217,7 @@ def scaled_dot_product_attention(
     if mask is not None:
         check_mask(mask, (*q.shape[:-1], k.shape[-2]), q.dtype)
         if mask.device != q.device:
-            raise ValueError(f"mask is on {mask.device} but q is on {q.device} (mask shape {tuple(mask.shape)})")
+            raise TypeError(f"mask is on {mask.device} but q is on {q.device} (mask shape {tuple(mask.shape)})")
     mask_full = mask
     if is_causal:
         causal = causal_mask(q.shape[-2], k.shape[-2], device=q.device)  # (L_q, L_k)

@@ -16,8 +16,8 @@ As ``w -> 0`` the weights become one-hot on the nearest key (hard attention = ne
 as ``w -> inf`` they become uniform (the output is the mean of the values).
 
 Shapes. Points are either scalars, ``queries (L_q,)`` and ``keys (L_k,)``, or vectors,
-``queries (..., L_q, D)`` and ``keys (..., L_k, D)`` with matching leading dims. Values are ``(L_k,)`` or
-``(..., L_k, D_v)``; the output has the values' form with ``L_q`` in place of ``L_k``. Weights are
+``queries (..., L_q, D)`` and ``keys (..., L_k, D)`` with matching leading dims. Values are ``(L_k,)`` (one number per
+key) or ``(..., L_k, D_v)``; the output has the values' form with ``L_q`` in place of ``L_k``. Weights are
 ``(..., L_q, L_k)``. Memory is ``O(L_q L_k D)``: distances are taken as differences, not through the
 expansion ``|q|^2 - 2 q.k + |k|^2``, so that equal points have distance exactly 0.
 
@@ -123,9 +123,9 @@ def nadaraya_watson(
     scalar_values = values.ndim == 1
     v = values.unsqueeze(-1) if scalar_values else values  # (..., L_k, D_v)
     num_keys = logits.shape[-1]
-    if scalar_values != (keys.ndim == 1) or v.shape[:-1] != (*logits.shape[:-2], num_keys):
+    if v.shape[:-1] != (*logits.shape[:-2], num_keys):
         raise ValueError(
-            f"nadaraya_watson: values must be (L_k,) for (L_k,) keys or (..., L_k, D_v) for (..., L_k, D) keys, "
+            "nadaraya_watson: values must be (L_k,) or (..., L_k, D_v) with the keys' leading dims and L_k, "
             f"got values {tuple(values.shape)} and keys {tuple(keys.shape)}"
         )
     if mask is not None:

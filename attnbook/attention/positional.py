@@ -361,8 +361,9 @@ def alibi_slopes(num_heads: int) -> Tensor:
     """
     _check_dim("num_heads", num_heads)
     closest = 2 ** int(math.floor(math.log2(num_heads)))
-    slopes = [2.0 ** (-8.0 * h / closest) for h in range(1, closest + 1)]
-    extra = [2.0 ** (-8.0 * h / (2 * closest)) for h in range(1, 2 * closest + 1, 2)]
+    start, start_extra = 2.0 ** (-8.0 / closest), 2.0 ** (-8.0 / (2 * closest))  # the paper's start ** h form
+    slopes = [start**h for h in range(1, closest + 1)]
+    extra = [start_extra**h for h in range(1, 2 * closest + 1, 2)]
     return torch.tensor(slopes + extra[: num_heads - closest], dtype=torch.float64)
 
 

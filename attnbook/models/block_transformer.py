@@ -30,12 +30,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnbook.models.gpt import (
-    _BACKENDS,
-    DecodeStats,
-    DecoderStack,
+    ATTN_BACKENDS,
     GPT,
+    DecoderStack,
+    DecodeStats,
     KVCache,
-    _check_sampling,
+    check_sampling_args,
     check_token_ids,
     sample_next_token,
 )
@@ -71,7 +71,16 @@ class BlockTransformerConfig:
     attn_backend: str = "auto"
 
     def __post_init__(self) -> None:
-        names = ("vocab_size", "block_len", "max_blocks", "block_n_layer", "token_n_layer", "n_head", "n_embd", "n_prefix")
+        names = (
+            "vocab_size",
+            "block_len",
+            "max_blocks",
+            "block_n_layer",
+            "token_n_layer",
+            "n_head",
+            "n_embd",
+            "n_prefix",
+        )
         for name in names:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -80,8 +89,10 @@ class BlockTransformerConfig:
             raise ValueError(f"BlockTransformerConfig.n_head={self.n_head} must divide n_embd={self.n_embd}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"BlockTransformerConfig.dropout must be in [0, 1), got {self.dropout}")
-        if self.attn_backend not in _BACKENDS:
-            raise ValueError(f"BlockTransformerConfig.attn_backend must be one of {_BACKENDS}, got {self.attn_backend!r}")
+        if self.attn_backend not in ATTN_BACKENDS:
+            raise ValueError(
+                f"BlockTransformerConfig.attn_backend must be one of {ATTN_BACKENDS}, got {self.attn_backend!r}"
+            )
 
     @property
     def context_len(self) -> int:
@@ -203,7 +214,7 @@ class BlockTransformer(nn.Module):
         check_token_ids(idx, "idx", vocab_size=c.vocab_size)
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be a non-negative int, got {max_new_tokens!r}")
-        _check_sampling(temperature, top_k)
+        check_sampling_args(temperature, top_k)
         keep_blocks = c.max_blocks // 2
         was_training = self.training
         self.eval()
@@ -219,7 +230,9 @@ class BlockTransformer(nn.Module):
                 if not use_cache:
                     logits = self._next_logits_uncached(out[:, start:])  # (B, V)
                 else:
-                    block_cache, token_cache, logits = self._cached_step(out[:, start:], block_cache, token_cache, stats)
+                    block_cache, token_cache, logits = self._cached_step(
+                        out[:, start:], block_cache, token_cache, stats
+                    )
                 next_token = sample_next_token(logits, temperature, top_k, generator)  # (B, 1)
                 out = torch.cat([out, next_token], dim=1)  # (B, T + 1)
                 if stats is not None:

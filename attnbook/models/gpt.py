@@ -45,10 +45,12 @@ __all__ = [
     "DecodeStats",
     "sample_next_token",
     "check_token_ids",
+    "check_sampling_args",
+    "ATTN_BACKENDS",
     "load_gpt2_state_dict",
 ]
 
-_BACKENDS = ("auto", "fused", "manual")
+ATTN_BACKENDS = ("auto", "fused", "manual")
 
 
 @dataclass
@@ -84,8 +86,8 @@ class GPTConfig:
             raise ValueError(f"GPTConfig.n_head={self.n_head} must divide n_embd={self.n_embd}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout}")
-        if self.attn_backend not in _BACKENDS:
-            raise ValueError(f"GPTConfig.attn_backend must be one of {_BACKENDS}, got {self.attn_backend!r}")
+        if self.attn_backend not in ATTN_BACKENDS:
+            raise ValueError(f"GPTConfig.attn_backend must be one of {ATTN_BACKENDS}, got {self.attn_backend!r}")
 
 
 @dataclass
@@ -286,7 +288,8 @@ def check_token_ids(idx: object, name: str = "idx", *, max_len: int | None = Non
             raise ValueError(f"{name} holds ids in [{low}, {high}], outside [0, {vocab_size})")
 
 
-def _check_sampling(temperature: float, top_k: int | None) -> None:
+def check_sampling_args(temperature: float, top_k: int | None) -> None:
+    """Validate sampling arguments: ``temperature`` a positive finite number, ``top_k`` a positive int or None."""
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
         raise ValueError(f"temperature must be a positive number, got {temperature!r}")
     if not math.isfinite(temperature):
@@ -304,7 +307,7 @@ def sample_next_token(
     value are kept). ``top_k=1`` is greedy decoding (argmax, no randomness used); lower temperatures
     sharpen the distribution towards it, higher ones flatten it towards uniform.
     """
-    _check_sampling(temperature, top_k)
+    check_sampling_args(temperature, top_k)
     if logits.ndim != 2:
         raise ValueError(f"logits must have shape (B, V), got {tuple(logits.shape)}")
     if top_k == 1:
@@ -435,7 +438,7 @@ class GPT(nn.Module):
         check_token_ids(idx, "idx", vocab_size=self.config.vocab_size)
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be a non-negative int, got {max_new_tokens!r}")
-        _check_sampling(temperature, top_k)
+        check_sampling_args(temperature, top_k)
         block = self.config.block_size
         keep = max(block // 2, 1)
         was_training = self.training

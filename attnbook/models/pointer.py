@@ -14,8 +14,13 @@ API (what a training loop needs)::
 
     model = PointerNetwork(input_dim=2, hidden_dim=128, end_token=True)
     log_probs = model(inputs, targets, lengths=None)       # teacher forcing: (B, m, n + end_token)
+    log_probs = model(inputs)                              # targets=None: scores the model's own greedy path
     loss = model.loss(log_probs, targets)                  # mean NLL over targets != IGNORE_INDEX
     indices = model.decode(inputs, lengths=None)           # greedy: (B, m_max) long, -1 after the end
+
+Data: :func:`attnbook.data.pointer.sorting_task` / :func:`~attnbook.data.pointer.convex_hull_task` give
+``(inputs, targets)`` of one length; ``DataLoader(PointerDataset(tasks), collate_fn=pad_pointer_batch)`` gives
+``(inputs, targets, lengths)`` batches of mixed lengths, ready for ``model(inputs, targets, lengths)``.
 
 * ``inputs (B, n, input_dim)`` float; ``lengths (B,)`` the number of real inputs per row (padding after them is
   never pointed at); ``targets (B, m)`` long, input indices in output order. With ``end_token=True`` the model
@@ -148,10 +153,16 @@ class PointerNetwork(nn.Module):
         return torch.cat([allowed, can_end[..., None]], dim=-1)  # (..., n + 1)
 
     # ----------------------------------------------------------------------------------------------- forward
-    def forward(self, inputs: Tensor, targets: Tensor, lengths: Tensor | None = None) -> Tensor:
-        """Teacher-forced log-probabilities ``(B, m, n + end_token)``, masked as the module docstring says."""
+    def forward(self, inputs: Tensor, targets: Tensor | None = None, lengths: Tensor | None = None) -> Tensor:
+        """Teacher-forced log-probabilities ``(B, m, n + end_token)``, masked as the module docstring says.
+
+        With ``targets=None`` the targets are the model's own greedy decoding (:meth:`greedy_targets`), so the
+        result is the log-probability of that path, with gradients.
+        """
         lengths = self._check(inputs, lengths)
         B, n = inputs.shape[:2]
+        if targets is None:
+            targets = self.greedy_targets(inputs, lengths)
         if not isinstance(targets, Tensor) or targets.ndim != 2 or targets.shape[0] != B or targets.is_floating_point():
             got = tuple(targets.shape) if isinstance(targets, Tensor) else type(targets).__name__
             raise ValueError(f"PointerNetwork: targets must be an integer tensor (B={B}, m), got {got}")
@@ -175,6 +186,15 @@ class PointerNetwork(nn.Module):
 
     loss = staticmethod(pointer_loss)
 
+    def greedy_targets(self, inputs: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """The greedy decoding as a target row: indices, then the end symbol ``n`` (if any), then ``IGNORE_INDEX``."""
+        indices = self.decode(inputs, lengths)  # (B, steps), -1 from the end on
+        targets = torch.where(indices >= 0, indices, torch.full_like(indices, IGNORE_INDEX))
+        if self.end_token:
+            first_end = (indices < 0).long().argmax(dim=1)  # (B,): decoding always ends with the end symbol
+            targets[torch.arange(len(targets)), first_end] = inputs.shape[1]
+        return targets
+
     @torch.no_grad()
     def decode(
         self, inputs: Tensor, lengths: Tensor | None = None, *, return_log_probs: bool = False
@@ -182,7 +202,7 @@ class PointerNetwork(nn.Module):
         """Greedy decoding: at each step output the most probable allowed input (or the end symbol).
 
         Returns ``indices (B, n + end_token)`` long (``-1`` from the end on), and with ``return_log_probs`` also
-        the per-step log-probabilities ``(B, n + end_token, n + end_token)``.
+        the per-step log-probabilities ``(B, n + end_token, n + end_token)`` (all ``-inf`` once a row has finished).
         """
         lengths = self._check(inputs, lengths)
         B, n = inputs.shape[:2]
@@ -199,6 +219,7 @@ class PointerNetwork(nn.Module):
             dec, state = self.decoder(x, state)  # (B, 1, H)
             mask = self.step_mask(visited, valid, visited.sum(dim=-1))  # (B, n + end_token)
             log_probs = masked_log_softmax(self.pointer.logits(dec[:, 0], keys), mask)  # (B, n + end_token)
+            log_probs = log_probs.masked_fill(done[:, None], float("-inf"))  # a finished row chooses nothing
             all_log_probs.append(log_probs)
             choice = log_probs.argmax(dim=-1)  # (B,)
             done = done | ~mask.any(dim=-1) | (choice >= n)

@@ -172,6 +172,11 @@ async function main() {
       if (page.chapter) {
         if (!seen.katex) fail(page, 'a chapter without rendered math (no .katex element)');
         if (!seen.colab.length) fail(page, 'no "Open in Colab" link');
+        for (const link of seen.colab) {
+          // Colab opens the notebook from the repository: it must exist there (checked when run from the repo root).
+          const file = link.match(/\/blob\/[^/]+\/(.+)$/)?.[1];
+          if (existsSync('myst.yml') && file && !existsSync(decodeURIComponent(file))) fail(page, `Colab link to ${file}, which is not in the repository`);
+        }
         if (!seen.download.length) fail(page, 'no "Download notebook" link');
         if (seen.codeBlocks && !seen.highlightedCode) fail(page, 'code is not syntax-highlighted');
       }
