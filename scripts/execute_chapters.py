@@ -25,7 +25,8 @@ def execute(md: Path, timeout: int) -> tuple[str, float, str]:
     nb = notebook_from_markdown(md)
     start = time.perf_counter()
     try:
-        NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(CHAPTERS)}}).execute()
+        resources = {"metadata": {"path": str(CHAPTERS)}}
+        NotebookClient(nb, timeout=timeout, kernel_name="python3", resources=resources).execute()
         status = "ok"
     except Exception as exc:  # noqa: BLE001 - reported per chapter, the others still run
         status = f"FAILED: {type(exc).__name__}: {str(exc).splitlines()[-1] if str(exc) else ''}"

@@ -10,6 +10,8 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# Two pytest workers share two cores; the tests' tensors are small, so one thread each is fastest.
+torch.set_num_threads(1)
 
 # PyPI's torchvision wheels are CUDA builds; beside the CPU torch wheel their meta registrations fail with
 # "operator torchvision::nms does not exist", which breaks importing timm and transformers. Defining the two

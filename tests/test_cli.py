@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import lightning.pytorch  # noqa: F401  (imported here, its log handlers bind to a stream that stays open)
@@ -39,26 +37,11 @@ _SHRINK = {
         "--model.init_args.num_decoder_layers", "1",
         "--data.init_args.batch_size", "8",
     ],
-    "pointer": ["--model.init_args.hidden_dim", "16", "--data.init_args.batch_size", "8"],
+    "pointer": [
+        "--model.init_args.hidden_dim", "16", "--data.init_args.batch_size", "8",
+        "--data.init_args.num_points", "12", "--data.init_args.test_num_points", "14",
+    ],
 }  # fmt: skip
-
-
-@pytest.fixture(autouse=True)
-def _lightning_logs_to_the_captured_stderr(capsys: pytest.CaptureFixture[str]) -> Iterator[None]:
-    """Lightning's log handlers keep the stderr of the moment Lightning was imported; under pytest's capture
-    that stream is closed by the time a later test logs, so point them at the current one."""
-    loggers = [logging.getLogger(), *(logging.getLogger(name) for name in list(logging.root.manager.loggerDict))]
-    handlers = [
-        handler
-        for logger in loggers
-        for handler in logger.handlers
-        if type(handler) is logging.StreamHandler and getattr(handler.stream, "closed", False) is not None
-    ]
-    for handler in handlers:
-        handler.stream = sys.stderr  # not setStream: it would flush the old, closed stream
-    yield
-    for handler in handlers:
-        handler.stream = sys.__stderr__
 
 
 def shrunk(preset: str, run_dir: Path) -> list[str]:

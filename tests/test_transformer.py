@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from attnbook.attention.core import AttentionCore
+from attnbook.attention.positional import sinusoidal_encoding
 from attnbook.data.seq2seq import SymbolFramesTask, make_pair_task
 from attnbook.models.transformer import (
     BiEncoder,
@@ -17,9 +18,9 @@ from attnbook.models.transformer import (
     Encoder,
     EncoderBlock,
     EncoderDecoder,
+    ScaledPositionalEncoding,
     load_torch_layer,
     shift_frames,
-    sinusoidal_positions,
 )
 
 TOL = 1e-12
@@ -121,12 +122,17 @@ def test_custom_core_reaches_every_block():
     assert len(calls) == 6  # self- and cross-attention in each of 3 layers
 
 
-def test_sinusoidal_positions():
-    pe = sinusoidal_positions(50, 8)
-    assert pe.shape == (50, 8)
+def test_scaled_positional_encoding():
+    enc = ScaledPositionalEncoding(8, max_len=50)
+    with torch.no_grad():
+        enc.alpha.fill_(0.5)
+    x = torch.randn(2, 10, 8)
+    pe = sinusoidal_encoding(torch.arange(50), 8)
+    torch.testing.assert_close(enc(x), x + 0.5 * pe[:10])
+    torch.testing.assert_close(enc(x, offset=40), x + 0.5 * pe[40:])
     torch.testing.assert_close(pe[:, 0], torch.sin(torch.arange(50.0)))
-    torch.testing.assert_close(pe[:, 1], torch.cos(torch.arange(50.0)))
-    torch.testing.assert_close(pe[:, 6], torch.sin(torch.arange(50.0) / 10000 ** (6 / 8)))
+    with pytest.raises(ValueError, match="exceed max_len=50"):
+        enc(x, offset=41)
 
 
 def test_symbol_frames_task():

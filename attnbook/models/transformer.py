@@ -38,7 +38,6 @@ two sequences together, so its attention sees token-to-token interactions, at on
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
@@ -46,6 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnbook.attention.core import AttentionCore, MultiHeadAttention
+from attnbook.attention.positional import sinusoidal_encoding
 
 __all__ = [
     "EncoderBlock",
@@ -53,7 +53,6 @@ __all__ = [
     "Encoder",
     "Decoder",
     "ScaledPositionalEncoding",
-    "sinusoidal_positions",
     "shift_frames",
     "EncoderDecoder",
     "BiEncoder",
@@ -131,7 +130,9 @@ class EncoderBlock(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.activation = _activation(activation)
 
-    def _sa(self, x: Tensor, key_mask: Tensor | None, attn_mask: Tensor | None, is_causal: bool, need: bool):
+    def _sa(
+        self, x: Tensor, key_mask: Tensor | None, attn_mask: Tensor | None, is_causal: bool, need: bool
+    ) -> tuple[Tensor, Tensor | None]:
         out, weights = self.self_attn(
             x,
             attn_mask=attn_mask,
@@ -352,31 +353,19 @@ class Decoder(nn.Module):
         return (x, weights) if need_weights else x
 
 
-def sinusoidal_positions(length: int, dim: int, *, device: torch.device | str | None = None) -> Tensor:
-    """The fixed sinusoidal table of :cite:`vaswani2017attention`, ``(length, dim)``, interleaved:
-    ``PE[p, 2i] = sin(p / 10000^(2i/dim))``, ``PE[p, 2i+1] = cos(p / 10000^(2i/dim))`` (chapter 05 derives it)."""
-    if length < 0 or dim <= 0 or dim % 2:
-        raise ValueError(f"sinusoidal_positions: need length >= 0 and an even dim > 0, got {length}, {dim}")
-    pos = torch.arange(length, device=device, dtype=torch.float32)[:, None]  # (L, 1)
-    freq = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
-    table = torch.zeros(length, dim, device=device)
-    table[:, 0::2] = torch.sin(pos * freq)  # (L, dim/2)
-    table[:, 1::2] = torch.cos(pos * freq)
-    return table
-
-
 class ScaledPositionalEncoding(nn.Module):
     """Transformer-TTS's positional encoding :cite:`li2018neural`: ``x + alpha * PE``, ``alpha`` trainable.
 
     The encoder's inputs (phoneme embeddings) and the decoder's (pre-net outputs of mel frames) live at
     different scales; a learned ``alpha`` per side lets each adapt the weight of the position signal.
-    ``x (B, L, dim) -> (B, L, dim)``; ``offset`` shifts the positions (incremental decoding).
+    ``x (B, L, dim) -> (B, L, dim)``; ``offset`` shifts the positions (incremental decoding). ``PE`` is
+    :func:`attnbook.attention.positional.sinusoidal_encoding` (chapter 05), tabulated up to ``max_len``.
     """
 
     def __init__(self, dim: int, max_len: int = 512) -> None:
         super().__init__()
         self.alpha = nn.Parameter(torch.ones(()))
-        self.register_buffer("table", sinusoidal_positions(max_len, dim), persistent=False)
+        self.register_buffer("table", sinusoidal_encoding(torch.arange(max_len), dim), persistent=False)  # (L, dim)
 
     def forward(self, x: Tensor, offset: int = 0) -> Tensor:
         L = x.shape[1]
@@ -459,7 +448,7 @@ class EncoderDecoder(nn.Module):
         symbol_mask: Tensor | None = None,
         frame_mask: Tensor | None = None,
         need_weights: bool = False,
-    ):
+    ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, list[Tensor]]:
         """Decoder input frames ``(B, T, F)`` and memory -> ``(frames_pred, stop_logits[, cross_weights])``."""
         if frames_in.ndim != 3 or frames_in.shape[-1] != self.frame_dim or frames_in.shape[0] != memory.shape[0]:
             raise ValueError(
@@ -483,7 +472,7 @@ class EncoderDecoder(nn.Module):
         symbol_mask: Tensor | None = None,
         frame_mask: Tensor | None = None,
         need_weights: bool = False,
-    ):
+    ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, list[Tensor]]:
         """Teacher-forced pass: see the module docstring."""
         memory = self.encode(symbols, symbol_mask)
         return self.decode(memory, frames_in, symbol_mask=symbol_mask, frame_mask=frame_mask, need_weights=need_weights)

@@ -23,6 +23,7 @@ multi-node -- is a plain ``trainer.*`` setting, handled by Lightning.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -302,18 +303,9 @@ def load_module(checkpoint: str | os.PathLike[str], map_location: str | torch.de
     state = torch.load(path, map_location="cpu", weights_only=False)
     if "attnbook" not in state:
         raise ValueError(f"{str(checkpoint)!r} was not written by attnbook.train (it has no 'attnbook' entry)")
-    hparams = state.get("hyper_parameters", {})
-    class_path = hparams.get("_class_path")
-    module_class: type[BookModule] = BookModule
-    if class_path:
-        module_name, _, class_name = class_path.rpartition(".")
-        module_class = getattr(__import__(module_name, fromlist=[class_name]), class_name)
-    else:
-        from attnbook.train import modules
-
-        for candidate in (modules.GPTModule, modules.PointerModule, modules.Seq2SeqModule):
-            if set(hparams) <= set(candidate.__init__.__code__.co_varnames):
-                module_class = candidate
-                break
+    module_name, _, class_name = state["attnbook"]["class_path"].rpartition(".")
+    module_class = getattr(importlib.import_module(module_name), class_name)
+    if not (isinstance(module_class, type) and issubclass(module_class, BookModule)):
+        raise ValueError(f"{str(checkpoint)!r} names {module_name}.{class_name}, which is not an attnbook module")
     module = module_class.load_from_checkpoint(path, map_location=map_location, weights_only=False)
     return module.eval()

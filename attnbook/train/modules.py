@@ -144,7 +144,11 @@ class BookModule(pl.LightningModule):
         return self.net(*args, **kwargs)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["attnbook"] = {"spec": dict(self.spec), **self.extra_checkpoint_state()}
+        checkpoint["attnbook"] = {
+            "class_path": f"{type(self).__module__}.{type(self).__qualname__}",
+            "spec": dict(self.spec),
+            **self.extra_checkpoint_state(),
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("attnbook")

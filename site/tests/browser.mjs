@@ -4,7 +4,8 @@
 //
 //   node site/tests/browser.mjs [SITE_DIR=_build/html] [--screenshots DIR] [--chromium PATH]
 //
-// Per page: HTTP 200; no request fails or leaves 127.0.0.1; math rendered by KaTeX with its fonts loaded and no
+// Per page: HTTP 200; no request fails or leaves 127.0.0.1; no cell error (unless tagged raises-exception); math
+// rendered by KaTeX with its fonts loaded and no
 // raw TeX left; every image decoded; every equation/figure/table reference points at an element carrying the
 // same number; citations link to a rendered bibliography entry; chapter pages have Colab and download links,
 // previous/next links and the sidebar. Every internal link (and #anchor) of every page resolves. A full-page
@@ -94,6 +95,7 @@ function inspectPage() {
       return { text: text(a), href: a.getAttribute('href'), local, found: Boolean(target), number: text(number) };
     }),
     unresolved: [...document.querySelectorAll('.xref-unresolved, .cite-missing')].map(text),
+    errors: [...document.querySelectorAll('pre.output-error:not(.output-error-expected)')].map((el) => text(el).split(' ').slice(-12).join(' ')),
     cites: [...document.querySelectorAll('a.cite')].map((a) => ({ text: text(a), ok: Boolean(document.getElementById(idOf(a.getAttribute('href')))) })),
     bibliography: document.querySelectorAll('.bibliography li').length,
     equationNumbers: [...document.querySelectorAll('.equation-number')].map(text),
@@ -156,6 +158,7 @@ async function main() {
       if (seen.katex && !seen.katexFont) fail(page, 'KaTeX fonts did not load');
       seen.images.filter((i) => !i.ok).forEach((i) => fail(page, `broken image ${i.src}`));
       seen.unresolved.forEach((t) => fail(page, `unresolved reference or citation: ${t}`));
+      seen.errors.forEach((t) => fail(page, `a code cell failed when the chapter was executed: ...${t}`));
       for (const x of seen.xrefs) {
         if (!x.text) fail(page, `empty cross-reference ${x.href}`);
         if (x.local && !x.found) fail(page, `cross-reference ${x.href} has no target`);

@@ -78,7 +78,8 @@ function renderOutput(data, ctx) {
   }
   if (data.output_type === 'error') {
     const tb = Array.isArray(data.traceback) ? data.traceback.join('\n') : data.traceback ?? `${data.ename}: ${data.evalue}`;
-    return [el('pre', { className: ['output', 'output-error'] }, [text(String(tb).replace(ANSI, ''))])];
+    // A cell tagged raises-exception shows its error on purpose; any other error means the chapter failed to run.
+    return [el('pre', { className: cls('output', 'output-error', ctx.expectError && 'output-error-expected') }, [text(String(tb).replace(ANSI, ''))])];
   }
   const bundle = data.data ?? {};
   if (bundle[WIDGET_MIME]) {
@@ -121,7 +122,9 @@ function makeHandlers(ctx) {
     block(state, node) {
       if (node.visibility === 'remove') return [];
       const isCell = node.kind === 'notebook-code';
+      ctx.expectError = (node.data?.tags ?? []).includes('raises-exception');
       const div = el('div', { className: cls(isCell ? 'cell' : 'block'), id: isCell ? node.html_id : undefined }, all(state, node));
+      ctx.expectError = false;
       return node.visibility === 'hide' ? hideable('Show cell', div) : div;
     },
     heading(state, node) {
