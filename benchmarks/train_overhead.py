@@ -9,8 +9,8 @@ every 50 steps, no sanity validation, no validation and no checkpoint inside the
 Throughput is measured after ``--warmup`` steps. Both loops compute the same arithmetic, so their final
 weights and losses should agree; the script prints the largest weight difference as a check.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/train_overhead.py --steps 300            # a quick look
-    PYTHONPATH=. .venv/bin/python benchmarks/train_overhead.py --steps 2000 --repeats 2  # the README numbers
+    PYTHONPATH=. .venv/bin/python benchmarks/train_overhead.py --steps 150 --repeats 1  # a quick look
+    PYTHONPATH=. .venv/bin/python benchmarks/train_overhead.py --steps 2000             # the README numbers
 
 Prints one line per (threads, loop, repeat) and a summary table. Not a test: it only prints numbers.
 """
@@ -123,7 +123,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--warmup", type=int, default=20, help="steps excluded from the timing")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3, help="alternating runs per loop; medians are reported")
     args = parser.parse_args()
     import logging
 

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -39,6 +40,8 @@ def execute(md: Path, timeout: int) -> tuple[str, float, str]:
 
 
 def main() -> int:
+    # With MPLBACKEND=Agg inherited, the kernel would keep Agg and the notebooks would lose their figures.
+    os.environ.pop("MPLBACKEND", None)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("chapters", nargs="*", type=Path)
     parser.add_argument("--jobs", type=int, default=2)
