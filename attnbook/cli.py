@@ -18,9 +18,11 @@ Errors in the configuration or paths are reported in one line naming the field o
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import sys
+import warnings
 from collections.abc import Sequence
 
 __all__ = ["main"]
@@ -84,7 +86,25 @@ def _print_predictions(predictions: list | None) -> None:
                 print(f"{item['prompt']!r} -> {item['completion']!r}")
 
 
+class _DropAdverts(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in str(record.msg)
+
+
+def _quiet_dependencies() -> None:
+    """Silence messages of the libraries that say nothing about the run: deprecations inside LightningCLI and
+    jsonargparse, and Lightning's advertisement for a cloud logger."""
+    os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    import lightning.pytorch  # noqa: F401  (creates the log handlers filtered here)
+
+    for handler in logging.getLogger("lightning.pytorch").handlers:
+        if not any(isinstance(f, _DropAdverts) for f in handler.filters):
+            handler.addFilter(_DropAdverts())
+
+
 def _trainer_command(argv: list[str]) -> int:
+    _quiet_dependencies()
     from jsonargparse import ArgumentError
 
     from attnbook.train.engine import AttnbookCLI
@@ -193,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from attnbook.train.callbacks import NonFiniteLossError
 
         message = _tidy_instantiation_error(str(err))
-        plain = isinstance(err, (ValueError, FileNotFoundError, NonFiniteLossError))
+        plain = isinstance(err, (ValueError, FileNotFoundError, FileExistsError, NonFiniteLossError))
         return _error(message if plain else f"{type(err).__name__}: {message}", 1)
 
 

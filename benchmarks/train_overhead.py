@@ -6,7 +6,9 @@ cosine schedule are identical in both; the only difference is the training loop.
 CLI builds it (``trainer_kwargs``: CSV logger, throughput monitor, learning-rate monitor, finite-loss guard,
 atomic checkpoint writer) with what costs time per step switched off or thinned: no progress bar, a log row
 every 50 steps, no sanity validation, no validation and no checkpoint inside the timed window.
-Throughput is measured after ``--warmup`` steps. Both loops compute the same arithmetic, so their final
+Throughput is measured after ``--warmup`` steps, both per wall-clock second and per CPU second of the
+process (the second is steadier when other jobs share the machine; with two threads it also counts time
+the threads spend waiting for each other). Both loops compute the same arithmetic, so their final
 weights and losses should agree; the script prints the largest weight difference as a check.
 
     PYTHONPATH=. .venv/bin/python benchmarks/train_overhead.py --steps 150 --repeats 1  # a quick look
@@ -48,15 +50,25 @@ def make_parts(steps: int, seed: int) -> tuple[GPTModule, CharDataModule]:
     return module, data
 
 
+def _now() -> tuple[float, float]:
+    """Wall-clock and process CPU seconds."""
+    return time.perf_counter(), time.process_time()
+
+
 class _Clock(pl.Callback):
     def __init__(self, warmup: int) -> None:
-        self.warmup, self.start, self.end, self.losses = warmup, 0.0, 0.0, []
+        self.warmup, self.start, self.end, self.losses = warmup, (0.0, 0.0), (0.0, 0.0), []
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.losses.append(float(outputs["loss"]))
+        self.losses.append(outputs["loss"].item())
         if batch_idx + 1 == self.warmup:
-            self.start = time.perf_counter()
-        self.end = time.perf_counter()
+            self.start = _now()
+        self.end = _now()
+
+
+def _rates(tokens: int, start: tuple[float, float], end: tuple[float, float]) -> tuple[float, float]:
+    """Tokens per wall-clock second and per CPU second of this process."""
+    return tokens / (end[0] - start[0]), tokens / (end[1] - start[1])
 
 
 def run_engine(
@@ -81,11 +93,10 @@ def run_engine(
             )
         )
         trainer.fit(module, datamodule=data)
-    tokens = (steps - warmup) * 12 * 64
-    return tokens / (clock.end - clock.start), clock.losses, module
+    return _rates((steps - warmup) * 12 * 64, clock.start, clock.end), clock.losses, module
 
 
-def run_hand(module: GPTModule, data: CharDataModule, steps: int, warmup: int) -> tuple[float, list[float], GPTModule]:
+def run_hand(module: GPTModule, data: CharDataModule, steps: int, warmup: int):
     torch.manual_seed(0)  # what the engine's per-epoch reseeding does at epoch 0 (no dropout here anyway)
     net = module.net
     net.train()
@@ -97,18 +108,17 @@ def run_hand(module: GPTModule, data: CharDataModule, steps: int, warmup: int) -
     scheduler = warmup_cosine_scheduler(optimizer, 100, steps, 0.1)
     loader = data.train_dataloader()
     loader.sampler.set_epoch(0)
-    losses, start = [], 0.0
+    losses, start = [], (0.0, 0.0)
     for step, (x, y) in enumerate(loader):
         _, loss = net(x, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         if step + 1 == warmup:
-            start = time.perf_counter()
-    end = time.perf_counter()
-    return (steps - warmup) * 12 * 64 / (end - start), losses, module
+            start = _now()
+    return _rates((steps - warmup) * 12 * 64, start, _now()), losses, module
 
 
 @torch.no_grad()
@@ -131,34 +141,40 @@ def main() -> None:
     rows = []
     for threads in args.threads:
         torch.set_num_threads(threads)
-        results: dict[str, list[float]] = {"hand": [], "engine": []}
+        results: dict[str, list[tuple[float, float]]] = {"hand": [], "engine": []}
         finals = {}
         for repeat in range(args.repeats):
             for name, runner in (("hand", run_hand), ("engine", run_engine)):
                 module, data = make_parts(args.steps, seed=0)
-                tps, losses, trained = runner(module, data, args.steps, args.warmup)
-                results[name].append(tps)
+                (tps, tpcpu), losses, trained = runner(module, data, args.steps, args.warmup)
+                results[name].append((tps, tpcpu))
                 finals[name] = (statistics.fmean(losses[-50:]), val_loss(trained, data), copy.deepcopy(trained.net))
                 print(
                     f"threads={threads} loop={name:6s} repeat={repeat} tokens/s={tps:8.0f} "
+                    f"tokens/CPU-s={tpcpu:8.0f} "
                     f"train loss (mean of last 50 steps)={finals[name][0]:.4f} val loss={finals[name][1]:.4f}",
                     flush=True,
                 )
-        hand, engine = statistics.median(results["hand"]), statistics.median(results["engine"])
+        hand = statistics.median(r[0] for r in results["hand"])
+        engine = statistics.median(r[0] for r in results["engine"])
+        hand_cpu = statistics.median(r[1] for r in results["hand"])
+        engine_cpu = statistics.median(r[1] for r in results["engine"])
         diff = max(
             (a - b).abs().max().item()
             for a, b in zip(finals["hand"][2].parameters(), finals["engine"][2].parameters(), strict=True)
         )
-        rows.append(
-            (threads, hand, engine, 100.0 * (hand - engine) / hand, finals["engine"][0], finals["engine"][1], diff)
-        )
+        overhead = 100.0 * (hand - engine) / hand
+        overhead_cpu = 100.0 * (hand_cpu - engine_cpu) / hand_cpu
+        rows.append((threads, hand, engine, overhead, hand_cpu, engine_cpu, overhead_cpu, *finals["engine"][:2], diff))
     print(f"\nchar GPT 4x128, context 64, batch 12, AdamW, {args.steps} steps (timing after {args.warmup}), CPU")
-    print(
-        f"{'threads':>7} {'hand tok/s':>11} {'engine tok/s':>13} {'overhead %':>10} {'train loss':>10} "
-        f"{'val loss':>8} {'max |dw|':>9}"
-    )
-    for threads, hand, engine, overhead, train, val, diff in rows:
-        print(f"{threads:>7} {hand:>11.0f} {engine:>13.0f} {overhead:>10.1f} {train:>10.4f} {val:>8.4f} {diff:>9.2e}")
+    print("tok/s: tokens per wall-clock second; tok/CPU-s: per CPU second of this process (steadier when shared)")
+    header = ("threads", "hand tok/s", "engine tok/s", "overhead %", "hand tok/CPU-s", "engine tok/CPU-s",
+              "overhead %", "train loss", "val loss", "max |dw|")  # fmt: skip
+    print(" ".join(f"{h:>{max(len(h), 8)}}" for h in header))
+    for row in rows:
+        cells = [f"{row[0]}", *(f"{v:.0f}" for v in row[1:3]), f"{row[3]:.1f}", *(f"{v:.0f}" for v in row[4:6])]
+        cells += [f"{row[6]:.1f}", f"{row[7]:.4f}", f"{row[8]:.4f}", f"{row[9]:.2e}"]
+        print(" ".join(f"{c:>{max(len(h), 8)}}" for c, h in zip(cells, header, strict=True)))
 
 
 if __name__ == "__main__":

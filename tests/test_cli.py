@@ -145,6 +145,19 @@ def test_errors_are_one_clear_line(
     assert "Traceback" not in err + out
 
 
+def test_fit_never_overwrites_a_run_by_accident(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = shrunk("pointer-hull-quick", tmp_path)
+    assert run(capsys, "fit", *args)[0] == 0
+    before = (tmp_path / "checkpoints" / "last.ckpt").read_bytes()
+    code, _, err = run(capsys, "fit", *args)
+    assert code == 1 and "already holds a run" in err and "--ckpt_path last" in err
+    assert (tmp_path / "checkpoints" / "last.ckpt").read_bytes() == before
+    code, _, err = run(capsys, "fit", *args, "--engine.overwrite", "true", "--data.init_args.seed", "1")
+    assert code == 0, err[-3000:]
+    assert (tmp_path / "checkpoints" / "last.ckpt").read_bytes() != before
+    assert len(read_metrics(tmp_path)["val/loss"]) == 1  # the old run's log is gone
+
+
 def test_generate_refuses_a_checkpoint_that_is_not_a_gpt(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(capsys, "fit", *shrunk("pointer-hull-quick", tmp_path))[0] == 0
     code, _, err = run(capsys, "generate", "--ckpt", str(tmp_path / "checkpoints" / "last.ckpt"))

@@ -154,7 +154,9 @@ class BlockTransformer(nn.Module):
         blocks at once as a batch of ``B * N`` short sequences; both give the same logits.
         """
         c = self.config
-        check_token_ids(idx, "idx", max_len=c.context_len, vocab_size=c.vocab_size)
+        check_token_ids(
+            idx, "idx", max_len=c.context_len, vocab_size=c.vocab_size, max_len_name="max_blocks * block_len"
+        )
         B, T = idx.shape
         if T % c.block_len:
             raise ValueError(f"idx length T={T} must be a multiple of block_len={c.block_len}")

@@ -270,8 +270,18 @@ class DecoderStack(nn.Module):
         return self.ln_f(x)  # (B, T, E)
 
 
-def check_token_ids(idx: object, name: str = "idx", *, max_len: int | None = None, vocab_size: int | None = None):
-    """Validate a ``(B, T)`` tensor of token ids (dtype ``torch.long``, ``1 <= T <= max_len``, ids in range)."""
+def check_token_ids(
+    idx: object,
+    name: str = "idx",
+    *,
+    max_len: int | None = None,
+    vocab_size: int | None = None,
+    max_len_name: str = "block_size",
+) -> None:
+    """Validate a ``(B, T)`` tensor of token ids (dtype ``torch.long``, ``1 <= T <= max_len``, ids in range).
+
+    ``max_len_name`` says in the error message where the limit comes from.
+    """
     if not isinstance(idx, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of token ids, got {type(idx).__name__}")
     if idx.dtype != torch.long:
@@ -281,7 +291,7 @@ def check_token_ids(idx: object, name: str = "idx", *, max_len: int | None = Non
     if idx.shape[0] == 0 or idx.shape[1] == 0:
         raise ValueError(f"{name} must be non-empty, got shape {tuple(idx.shape)}")
     if max_len is not None and idx.shape[1] > max_len:
-        raise ValueError(f"{name} has length T={idx.shape[1]} > block_size={max_len}, got shape {tuple(idx.shape)}")
+        raise ValueError(f"{name} has length T={idx.shape[1]} > {max_len_name}={max_len}, got shape {tuple(idx.shape)}")
     if vocab_size is not None and not torch.compiler.is_compiling():
         low, high = int(idx.min()), int(idx.max())
         if low < 0 or high >= vocab_size:
@@ -399,7 +409,10 @@ class GPT(nn.Module):
         With ``cache``, ``idx`` holds the tokens after the ``cache.length`` positions already cached.
         """
         past = cache.length if cache is not None else 0
-        check_token_ids(idx, "idx", max_len=self.config.block_size - past, vocab_size=self.config.vocab_size)
+        limit = "block_size" if cache is None else f"block_size - cached positions ({past})"
+        check_token_ids(
+            idx, "idx", max_len=self.config.block_size - past, vocab_size=self.config.vocab_size, max_len_name=limit
+        )
         if targets is not None:
             if not isinstance(targets, Tensor) or targets.dtype != torch.long:
                 raise TypeError(f"targets must be a torch.long tensor, got {getattr(targets, 'dtype', type(targets))}")

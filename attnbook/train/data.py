@@ -49,11 +49,21 @@ def _check_positive(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
+def _rank_and_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
 class EpochSeededSampler(Sampler[int]):
     """``num_samples`` indices in ``[0, population)`` drawn from a generator seeded by ``(seed, epoch)``.
 
     With ``replacement=False`` (needs ``num_samples <= population``) the indices are the first ``num_samples``
     of a random permutation. ``set_epoch`` (called by Lightning before each epoch) selects the epoch.
+    Under data parallelism (``torch.distributed`` initialised) rank ``r`` of ``W`` takes draws ``r, r + W, ...``
+    of the same sequence, ``num_samples // W`` of them, so the ranks share one epoch without overlap and take
+    equally many steps; the engine turns off Lightning's own sampler replacement
+    (``use_distributed_sampler=False``), which would freeze the per-epoch order.
     """
 
     def __init__(self, population: int, num_samples: int, seed: int = 0, replacement: bool = True) -> None:
@@ -68,7 +78,7 @@ class EpochSeededSampler(Sampler[int]):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.num_samples
+        return self.num_samples // _rank_and_world()[1]
 
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed * _SEED_STRIDE + self.epoch)
@@ -76,7 +86,8 @@ class EpochSeededSampler(Sampler[int]):
             indices = torch.randint(self.population, (self.num_samples,), generator=generator)
         else:
             indices = torch.randperm(self.population, generator=generator)[: self.num_samples]
-        return iter(indices.tolist())
+        rank, world = _rank_and_world()
+        return iter(indices[rank::world][: len(self)].tolist())
 
 
 class CharWindows(Dataset):

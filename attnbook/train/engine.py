@@ -70,6 +70,13 @@ class EngineOptions:
             for known GPUs, none on CPU; see :mod:`attnbook.train.callbacks`).
         progress_bar: show a progress bar.
         progress_refresh_rate: redraw the bar every this many batches.
+        lightning_distributed_sampler: let Lightning wrap the samplers in a ``DistributedSampler`` under data
+            parallelism (this sets ``trainer.use_distributed_sampler``). Off by default: the datamodules of
+            :mod:`attnbook.train.data` split an epoch's draws across ranks themselves and keep their per-epoch
+            order, which Lightning's wrapper would freeze. Turn it on for datamodules of your own.
+        overwrite: let ``fit`` without ``--ckpt_path`` start over in a run folder that already holds a run
+            (its checkpoints and logs are deleted); otherwise that is an error, so a finished run is never
+            overwritten by accident.
     """
 
     run_dir: str = "runs/attnbook"
@@ -80,6 +87,8 @@ class EngineOptions:
     peak_flops: float | None = None
     progress_bar: bool = True
     progress_refresh_rate: int = 1
+    lightning_distributed_sampler: bool = False
+    overwrite: bool = False
 
     def __post_init__(self) -> None:
         unknown = [name for name in self.loggers if name not in _LOGGERS]
@@ -116,6 +125,7 @@ def trainer_kwargs(engine: EngineOptions, fresh_logs: bool = False, **kwargs: An
     out = dict(kwargs)
     run_dir = Path(engine.run_dir)
     out["default_root_dir"] = str(run_dir)
+    out["use_distributed_sampler"] = engine.lightning_distributed_sampler
     if out.get("logger") in (None, True):
         loggers: list[Any] = []
         if fresh_logs:
@@ -202,6 +212,16 @@ class AttnbookCLI(LightningCLI):
         if ckpt_path and ckpt_path not in _SPECIAL_CKPT and not Path(ckpt_path).is_file():
             raise FileNotFoundError(f"--ckpt_path: no checkpoint file at {ckpt_path!r}")
         self.fresh_logs = self.subcommand == "fit" and not ckpt_path
+        if self.fresh_logs:
+            checkpoints = Path(config.engine.run_dir) / "checkpoints"
+            if (checkpoints / "last.ckpt").is_file() and not config.engine.overwrite:
+                raise FileExistsError(
+                    f"engine.run_dir {config.engine.run_dir!r} already holds a run ({checkpoints / 'last.ckpt'}): "
+                    "resume it with --ckpt_path last, start it over with --engine.overwrite true, or pick another "
+                    "--engine.run_dir"
+                )
+            for stale in checkpoints.glob("*.ckpt"):
+                stale.unlink()
 
     @property
     def engine(self) -> EngineOptions:
