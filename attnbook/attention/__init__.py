@@ -1,44 +1,26 @@
-"""Attention functions and modules. One module per mechanism family; see :mod:`attnbook` for the design."""
+"""Attention functions and modules, one module per mechanism family (see :mod:`attnbook` for the design).
 
-from attnbook.attention.core import (
-    AttentionCore,
-    CausalPattern,
-    DotProductScores,
-    MultiHeadAttention,
-    Normalizer,
-    Pattern,
-    PositionPart,
-    Scores,
-    SoftmaxNormalizer,
-)
-from attnbook.attention.functional import masked_softmax, scaled_dot_product_attention
-from attnbook.attention.masks import (
-    causal_mask,
-    combine_masks,
-    from_torch_convention,
-    fully_masked_rows,
-    key_mask_to_attn_mask,
-    padding_mask,
-    to_additive,
-)
+* :mod:`~attnbook.attention.kernel` -- Nadaraya-Watson kernel regression, the first attention (ch. 01)
+* :mod:`~attnbook.attention.additive` -- additive (Bahdanau) attention (ch. 02)
+* :mod:`~attnbook.attention.functional`, :mod:`~attnbook.attention.masks` -- scaled dot-product attention
+  and masks (ch. 03)
+* :mod:`~attnbook.attention.core` -- the attention core with pluggable parts; multi-head attention (ch. 04)
+* :mod:`~attnbook.attention.positional` -- positional encodings and position parts (ch. 05)
+"""
+
+from attnbook.attention import additive, core, functional, kernel, masks, positional
+from attnbook.attention.additive import *  # noqa: F403
+from attnbook.attention.core import *  # noqa: F403
+from attnbook.attention.functional import *  # noqa: F403
+from attnbook.attention.kernel import *  # noqa: F403
+from attnbook.attention.masks import *  # noqa: F403
+from attnbook.attention.positional import *  # noqa: F403
 
 __all__ = [
-    "AttentionCore",
-    "CausalPattern",
-    "DotProductScores",
-    "MultiHeadAttention",
-    "Normalizer",
-    "Pattern",
-    "PositionPart",
-    "Scores",
-    "SoftmaxNormalizer",
-    "causal_mask",
-    "combine_masks",
-    "from_torch_convention",
-    "fully_masked_rows",
-    "key_mask_to_attn_mask",
-    "masked_softmax",
-    "padding_mask",
-    "scaled_dot_product_attention",
-    "to_additive",
+    *kernel.__all__,
+    *additive.__all__,
+    *functional.__all__,
+    *masks.__all__,
+    *core.__all__,
+    *positional.__all__,
 ]

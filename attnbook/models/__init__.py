@@ -1,0 +1,15 @@
+"""Whole models built from :mod:`attnbook.attention`.
+
+* :mod:`~attnbook.models.pointer` -- Pointer Networks (ch. 02)
+* :mod:`~attnbook.models.transformer` -- Transformer blocks, encoder-decoder, bi-/cross-encoders (ch. 04)
+* :mod:`~attnbook.models.gpt` -- a character GPT with a KV cache (ch. 06)
+* :mod:`~attnbook.models.block_transformer` -- the Block Transformer's global-to-local decoding (ch. 06)
+"""
+
+from attnbook.models import block_transformer, gpt, pointer, transformer
+from attnbook.models.block_transformer import *  # noqa: F403
+from attnbook.models.gpt import *  # noqa: F403
+from attnbook.models.pointer import *  # noqa: F403
+from attnbook.models.transformer import *  # noqa: F403
+
+__all__ = [*pointer.__all__, *transformer.__all__, *gpt.__all__, *block_transformer.__all__]

@@ -123,7 +123,10 @@ function makeHandlers(ctx) {
       if (node.visibility === 'remove') return [];
       const isCell = node.kind === 'notebook-code';
       ctx.expectError = (node.data?.tags ?? []).includes('raises-exception');
-      const div = el('div', { className: cls(isCell ? 'cell' : 'block'), id: isCell ? node.html_id : undefined }, all(state, node));
+      // A labelled cell's figure carries the same id as the cell: put it on the figure only, so ids stay unique.
+      const figureHasId = (node.children ?? []).some((child) => child.type === 'container' && child.html_id === node.html_id);
+      const id = isCell && !figureHasId ? node.html_id : undefined;
+      const div = el('div', { className: cls(isCell ? 'cell' : 'block'), id }, all(state, node));
       ctx.expectError = false;
       return node.visibility === 'hide' ? hideable('Show cell', div) : div;
     },
