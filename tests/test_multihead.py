@@ -318,3 +318,15 @@ def test_bad_inputs_name_the_argument():
         AttentionCore(positions=Swap2())(q, k, v)
     with pytest.raises(ValueError, match=r"k and v must have the same length"):
         AttentionCore()(q, k, v[..., :4, :])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_manual_core_half_precision_does_not_overflow(dtype):
+    """Logits of large half-precision inputs overflow float16 (max 65504) unless accumulated in float32."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 5, 64).mul(250).to(dtype) for _ in range(3))  # q k^T / 8 reaches ~1e5
+    core = AttentionCore(backend="manual")
+    out, _ = core(q, k, v)
+    ref, _ = core(q.double(), k.double(), v.double())
+    assert out.dtype == dtype and torch.isfinite(out).all()
+    torch.testing.assert_close(out.double(), ref, atol=0.5, rtol=2e-2)

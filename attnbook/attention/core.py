@@ -59,6 +59,8 @@ class DotProductScores(Scores):
 
     def forward(self, q: Tensor, k: Tensor) -> Tensor:
         scale = 1.0 / math.sqrt(q.shape[-1]) if self.scale is None else self.scale
+        if q.dtype in (torch.float16, torch.bfloat16):  # accumulate half-precision logits in float32: no overflow
+            q, k = q.float(), k.float()
         return (q * scale) @ k.transpose(-2, -1)  # (B, H, L_q, L_k)
 
 
@@ -200,7 +202,7 @@ class AttentionCore(nn.Module):
         if is_causal:
             pattern = combine_masks(pattern, causal_mask(L_q, L_k, device=q.device))
         full = combine_masks(mask, pattern, dtype=logits.dtype)
-        weights = self.normalizer(logits, full)  # (B, H, L_q, L_k)
+        weights = self.normalizer(logits, full).to(v.dtype)  # (B, H, L_q, L_k)
         attn = F.dropout(weights, p=dropout_p) if dropout_p > 0 else weights
         return attn @ v, (weights if need_weights else None)  # (B, H, L_q, D_v)
 
