@@ -75,9 +75,23 @@ def test_module_entry_point_runs_as_a_command() -> None:
     assert "gpt-quick" in result.stdout
 
 
+@pytest.mark.parametrize("preset", [p for p in PRESETS if p.endswith("-full")])
+def test_full_presets_configure_the_gpu_path(preset: str, tmp_path: Path) -> None:
+    """The full presets unchanged (nothing is trained: CI has no GPU): bf16, compile, periodic checkpoints."""
+    from attnbook.train.engine import AttnbookCLI
+    from attnbook.train.presets import preset_path
+
+    cli = AttnbookCLI(args=["--config", str(preset_path(preset)), "--engine.run_dir", str(tmp_path)], run=False)
+    assert cli.trainer.precision == ("32-true" if preset.startswith("pointer") else "bf16-mixed")
+    assert cli.model.compile is preset.startswith("gpt")
+    assert cli.engine.save_every_n_epochs > 0
+    assert cli.trainer.max_epochs * cli.datamodule.batches_per_epoch >= 5000  # full size: thousands of steps
+
+
 @pytest.mark.parametrize("preset", PRESETS)
 def test_every_preset_runs_end_to_end(preset: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run(capsys, "fit", *shrunk(preset, tmp_path))
+    extra = ["--engine.peak_flops", "1e11"] if preset.startswith("gpt") else []
+    code, _, err = run(capsys, "fit", *shrunk(preset, tmp_path), *extra)
     assert code == 0, err[-3000:]
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file() and (tmp_path / "checkpoints" / "best.ckpt").is_file()
     assert (tmp_path / "config.yaml").is_file()
@@ -85,6 +99,12 @@ def test_every_preset_runs_end_to_end(preset: str, tmp_path: Path, capsys: pytes
     assert len(logged["train/loss"]) == 3 and len(logged["val/loss"]) == 1
     assert all(torch.isfinite(torch.tensor(v)) for _, v in logged["val/loss"])
     assert "perf/tokens_per_sec" in logged and any(k.startswith("lr-") for k in logged)
+    if extra:  # MFU = training FLOPs per token x tokens/s / peak FLOP/s
+        from attnbook.train.engine import load_module
+
+        flops = load_module(tmp_path / "checkpoints" / "last.ckpt").train_flops_per_token()
+        (_, tokens_per_sec), (_, mfu) = logged["perf/tokens_per_sec"][-1], logged["perf/mfu"][-1]
+        assert mfu == pytest.approx(flops * tokens_per_sec / 1e11, rel=1e-5)
 
 
 def test_gpt_validate_test_predict_and_generate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -172,6 +172,16 @@ def test_engine_uses_atomic_writer_and_stores_the_tokenizer(tmp_path: Path, text
     assert text.startswith("the ") and len(text) == 14
 
 
+def test_gradient_accumulation_steps_the_optimizer_and_schedule_once_per_group(tmp_path: Path, text_file: Path) -> None:
+    model, data = _tiny_parts(text_file, batches=6)
+    trainer = _tiny_trainer(tmp_path, accumulate_grad_batches=3)
+    trainer.fit(model, datamodule=data)
+    assert trainer.global_step == 2  # 6 batches, 3 per optimizer step
+    scheduler = trainer.lr_scheduler_configs[0].scheduler
+    assert scheduler.last_epoch == 2
+    assert scheduler.get_last_lr()[0] == pytest.approx(model.lr * warmup_cosine_factor(2, 2, 2, model.min_lr_ratio))
+
+
 # ------------------------------------------------------------------------------------------------ NaN guard
 class _NaNAtBatch(GPTModule):
     def compute_loss(self, batch):

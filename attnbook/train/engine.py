@@ -13,6 +13,9 @@ parser and build the same Trainer.
     run_dir/checkpoints/best.ckpt         the best epoch by engine.monitor (val/loss by default)
     run_dir/checkpoints/epoch=NNN.ckpt    every engine.save_every_n_epochs epochs (0: none)
 
+A ``fit`` without ``--ckpt_path`` refuses a folder that already holds a run (``engine.overwrite: true`` starts
+it over); ``--ckpt_path last`` resumes it and appends to its logs. Under data parallelism the datamodules split
+each epoch across ranks themselves (``engine.lightning_distributed_sampler`` hands that back to Lightning).
 Checkpoints are written atomically (:class:`~attnbook.train.checkpoint.AtomicCheckpointIO`). The engine
 adds a learning-rate monitor, the throughput/MFU monitor (:class:`~attnbook.train.callbacks.ThroughputMonitor`,
 ``engine.peak_flops``) and a progress bar to whatever ``trainer.callbacks`` the config lists. Everything
@@ -282,7 +285,10 @@ def fit_or_load(
 
     With ``run_dir/checkpoints/last.ckpt`` present the run is resumed from it: a finished run trains no step
     and just restores its weights, an interrupted one finishes. Same parser, same Trainer, same checkpoints
-    as ``attnbook fit --config <config> --ckpt_path last``.
+    as ``attnbook fit --config <config> --ckpt_path last``. Like the command, it seeds Python, NumPy and
+    PyTorch with the config's ``seed_everything`` (0 in the presets). Chapters pass a ``run_dir`` outside the
+    repository (e.g. under :func:`attnbook.data.text.get_cache_dir`) and quiet overrides such as
+    ``["--engine.progress_bar", "false", "--trainer.enable_model_summary", "false"]``.
     """
     args = ["--config", str(resolve_config(config)), *overrides]
     if run_dir is not None:
