@@ -10,6 +10,8 @@ and promotes the finished code here. The layout reads like the book's table of c
 * :mod:`attnbook.data` -- the seeded synthetic tasks and offline corpora the experiments use, and
   downloaders (pinned checksums, atomic cache writes) for the larger datasets of full runs.
 * :mod:`attnbook.viz` -- attention heatmaps and layer x head grids.
+* :mod:`attnbook.train` -- the Lightning engine behind the ``attnbook`` command (``attnbook fit --config
+  gpt-quick``): modules, data modules, YAML presets, atomic checkpoints; chapters train through it too.
 * :mod:`attnbook.config` -- quick/full run sizes (``ATTNBOOK_FULL=1``) and seeding.
 
 **One attention core with pluggable parts.** A mechanism is not a new copy of multi-head attention. The
