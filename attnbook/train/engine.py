@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -293,7 +294,11 @@ def fit_or_load(
     args = ["--config", str(resolve_config(config)), *overrides]
     if run_dir is not None:
         args += ["--engine.run_dir", str(run_dir)]
-    cli = AttnbookCLI(args=args, run=False)
+    with warnings.catch_warnings():
+        # Inside a notebook kernel sys.argv holds the kernel's own arguments; Lightning's note about them
+        # does not apply when the arguments come from this function.
+        warnings.filterwarnings("ignore", message=".*args parameter is intended.*")
+        cli = AttnbookCLI(args=args, run=False)
     trainer, module, datamodule = cli.trainer, cli.model, cli.datamodule
     engine = cli.engine
     last = engine.checkpoint_dir / "last.ckpt"
