@@ -272,7 +272,7 @@ def test_bad_inputs_name_the_argument():
     x, m = torch.randn(2, 3, 8), torch.randn(2, 4, 6)
     with pytest.raises(ValueError, match="num_heads=3 must divide embed_dim=8"):
         MultiHeadAttention(8, 3)
-    with pytest.raises(ValueError, match="embed_dim and num_heads must be positive"):
+    with pytest.raises(ValueError, match="embed_dim must be positive, got 0"):
         MultiHeadAttention(0, 1)
     with pytest.raises(ValueError, match=r"query must be a 3-D tensor .*\(3, 8\)"):
         mha(torch.randn(3, 8), m)
@@ -318,6 +318,55 @@ def test_bad_inputs_name_the_argument():
         AttentionCore(positions=Swap2())(q, k, v)
     with pytest.raises(ValueError, match=r"k and v must have the same length"):
         AttentionCore()(q, k, v[..., :4, :])
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "error", "match"),
+    [
+        ((16, True), {}, TypeError, r"num_heads must be an int, got True \(bool\)"),
+        ((16.0, 4), {}, TypeError, r"embed_dim must be an int, got 16.0 \(float\)"),
+        ((16, 4.0), {}, TypeError, r"num_heads must be an int, got 4.0"),
+        ((16, 4), {"kdim": 0}, ValueError, r"kdim must be positive, got 0"),
+        ((16, 4), {"vdim": -3}, ValueError, r"vdim must be positive, got -3"),
+        ((16, 4), {"kdim": 8.0}, TypeError, r"kdim must be an int, got 8.0"),
+        ((16, 4), {"vdim": False}, TypeError, r"vdim must be an int, got False"),
+        ((16, -4), {}, ValueError, r"num_heads must be positive, got -4"),
+        ((16, 4), {"dropout": "0.1"}, TypeError, r"dropout must be a number in \[0, 1\), got str"),
+    ],
+)
+def test_constructor_rejects_bad_sizes(args, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        MultiHeadAttention(*args, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("ref_kwargs", "own_kwargs", "match"),
+    [
+        ({"add_zero_attn": True}, {}, "add_zero_attn=True"),
+        ({"add_bias_kv": True}, {}, "add_bias_kv=True"),
+        ({"batch_first": False}, {}, "ref has batch_first=False, this module has batch_first=True"),
+        ({"dropout": 0.1}, {}, r"ref has dropout=0.1, this module's core has dropout=0.0"),
+        ({"bias": False}, {}, "ref has bias=False, this module has bias=True"),
+        ({"kdim": 5, "vdim": 6}, {"kdim": 5, "vdim": 7}, r"\(embed_dim, num_heads, kdim, vdim\)=\(8, 2, 5, 6\)"),
+    ],
+    ids=["add_zero_attn", "add_bias_kv", "batch_first", "dropout", "bias", "vdim"],
+)
+def test_load_torch_refuses_options_that_change_the_output(ref_kwargs, own_kwargs, match):
+    ref = nn.MultiheadAttention(8, 2, **{"batch_first": True, **ref_kwargs})
+    with pytest.raises(ValueError, match=match):
+        MultiHeadAttention(8, 2, **own_kwargs).load_torch(ref)
+
+
+def test_load_torch_accepts_matching_options_and_then_agrees():
+    """The options refused above do change the output: with them matched (and dropout live) the modules agree."""
+    torch.manual_seed(0)
+    ref = nn.MultiheadAttention(8, 2, dropout=0.25, batch_first=False).double().eval()
+    ours = MultiHeadAttention(8, 2, dropout=0.25, batch_first=False).double().eval().load_torch(ref)
+    x = torch.randn(5, 3, 8, dtype=torch.float64)  # (L, B, E)
+    torch.testing.assert_close(ours(x)[0], ref(x, x, x)[0])
+    zero_attn = nn.MultiheadAttention(8, 2, add_zero_attn=True, batch_first=False).double().eval()
+    zero_attn.load_state_dict(ref.state_dict())
+    assert not torch.allclose(zero_attn(x, x, x)[0], ref(x, x, x)[0])  # why add_zero_attn must be refused
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

@@ -24,10 +24,15 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnbook.attention.functional import check_mask, check_qkv, masked_softmax, scaled_dot_product_attention
+from attnbook.attention.functional import (
+    attention_dropout,
+    check_mask,
+    check_qkv,
+    masked_softmax,
+    scaled_dot_product_attention,
+)
 from attnbook.attention.masks import causal_mask, combine_masks, key_mask_to_attn_mask
 
 __all__ = [
@@ -115,9 +120,13 @@ class AttentionCore(nn.Module):
         positions: the position part; none by default.
         pattern: which keys each query sees (applied on top of any mask passed to ``forward``).
         normalizer: :class:`SoftmaxNormalizer` by default.
-        dropout: dropout on the weights, applied in training mode only.
+        dropout: dropout on the weights after the normaliser (zero each with this probability, scale the rest
+            by ``1/(1 - dropout)``), applied in training mode only; ``eval()`` turns it off.
         backend: ``"auto"`` (fused kernel when the parts allow it and no weights are asked for),
             ``"fused"`` or ``"manual"``.
+
+    Second derivatives (double backward) need ``backend="manual"``: PyTorch's fused CPU kernel has no
+    derivative of its backward pass, and ``"auto"`` picks that kernel for the standard parts.
     """
 
     def __init__(
@@ -130,8 +139,10 @@ class AttentionCore(nn.Module):
         backend: str = "auto",
     ) -> None:
         super().__init__()
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
+            raise TypeError(f"AttentionCore: dropout must be a number in [0, 1), got {type(dropout).__name__}")
         if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+            raise ValueError(f"AttentionCore: dropout must be in [0, 1), got {dropout}")
         if backend not in ("auto", "fused", "manual"):
             raise ValueError(f"backend must be 'auto', 'fused' or 'manual', got {backend!r}")
         self.scores = scores if scores is not None else DotProductScores()
@@ -203,7 +214,7 @@ class AttentionCore(nn.Module):
             pattern = combine_masks(pattern, causal_mask(L_q, L_k, device=q.device))
         full = combine_masks(mask, pattern, dtype=logits.dtype)
         weights = self.normalizer(logits, full).to(v.dtype)  # (B, H, L_q, L_k)
-        attn = F.dropout(weights, p=dropout_p) if dropout_p > 0 else weights
+        attn = attention_dropout(weights, dropout_p)  # (B, H, L_q, L_k)
         return attn @ v, (weights if need_weights else None)  # (B, H, L_q, D_v)
 
 
@@ -241,10 +252,17 @@ class MultiHeadAttention(nn.Module):
         batch_first: bool = True,
     ) -> None:
         super().__init__()
-        if embed_dim <= 0 or num_heads <= 0:
-            raise ValueError(f"embed_dim and num_heads must be positive, got {embed_dim} and {num_heads}")
+        sizes = {"embed_dim": embed_dim, "num_heads": num_heads, "kdim": kdim, "vdim": vdim}
+        for name, value in sizes.items():
+            if value is None and name in ("kdim", "vdim"):
+                continue
+            # bool is an int subclass: MultiHeadAttention(16, True) would silently build one head
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"MultiHeadAttention: {name} must be an int, got {value!r} ({type(value).__name__})")
+            if value <= 0:
+                raise ValueError(f"MultiHeadAttention: {name} must be positive, got {value}")
         if embed_dim % num_heads:
-            raise ValueError(f"num_heads={num_heads} must divide embed_dim={embed_dim}")
+            raise ValueError(f"MultiHeadAttention: num_heads={num_heads} must divide embed_dim={embed_dim}")
         self.embed_dim, self.num_heads, self.head_dim = embed_dim, num_heads, embed_dim // num_heads
         self.kdim = embed_dim if kdim is None else kdim
         self.vdim = embed_dim if vdim is None else vdim
@@ -271,6 +289,11 @@ class MultiHeadAttention(nn.Module):
 
         PyTorch stores the three input projections stacked, ``in_proj_weight = cat(W_q, W_k, W_v)`` (or as
         separate ``q/k/v_proj_weight`` when ``kdim``/``vdim`` differ from ``embed_dim``). Returns ``self``.
+
+        Raises ``ValueError`` when ``ref`` would compute something else on the same input: other sizes
+        (``embed_dim``, ``num_heads``, ``kdim``, ``vdim``), ``add_bias_kv``, ``add_zero_attn``, a different
+        ``bias``, ``batch_first`` or ``dropout``. Masks still follow each module's own convention
+        (:func:`~attnbook.attention.masks.from_torch_convention` converts).
         """
         if not isinstance(ref, nn.MultiheadAttention):
             raise TypeError(f"load_torch: ref must be a torch.nn.MultiheadAttention, got {type(ref).__name__}")
@@ -280,8 +303,25 @@ class MultiHeadAttention(nn.Module):
                 f"load_torch: ref has (embed_dim, num_heads, kdim, vdim)={sizes}, this module has "
                 f"{(self.embed_dim, self.num_heads, self.kdim, self.vdim)}"
             )
-        if (ref.in_proj_bias is not None) != (self.q_proj.bias is not None) or ref.bias_k is not None:
-            raise ValueError("load_torch: ref's biases differ from this module's (or it uses add_bias_kv)")
+        # Options of ref that change its output: refuse them rather than load a module that computes something else.
+        if ref.bias_k is not None or ref.bias_v is not None:
+            raise ValueError("load_torch: ref uses add_bias_kv=True (a learned extra key and value)")
+        if ref.add_zero_attn:
+            raise ValueError("load_torch: ref uses add_zero_attn=True (an extra all-zero key and value)")
+        ref_bias, own_bias = ref.in_proj_bias is not None, self.q_proj.bias is not None
+        if ref_bias != own_bias:
+            raise ValueError(f"load_torch: ref has bias={ref_bias}, this module has bias={own_bias}")
+        if ref.batch_first != self.batch_first:
+            raise ValueError(
+                f"load_torch: ref has batch_first={ref.batch_first}, this module has batch_first={self.batch_first}: "
+                "the same input would be read in different layouts"
+            )
+        core_dropout = getattr(self.core, "dropout", 0.0)
+        if ref.dropout != core_dropout:
+            raise ValueError(
+                f"load_torch: ref has dropout={ref.dropout}, this module's core has dropout={core_dropout}: "
+                "their outputs would differ in training mode"
+            )
         if ref._qkv_same_embed_dim:
             weights = ref.in_proj_weight.chunk(3)
         else:

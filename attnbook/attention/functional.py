@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from attnbook.attention.masks import causal_mask, fully_masked_rows
+from attnbook.attention.masks import causal_mask, check_mask_dtype, fully_masked_rows
 
-__all__ = ["scaled_dot_product_attention", "check_qkv", "check_mask", "masked_softmax"]
+__all__ = ["scaled_dot_product_attention", "check_qkv", "check_mask", "masked_softmax", "attention_dropout"]
 
 Backend = Literal["auto", "fused", "manual"]
 
@@ -101,6 +101,9 @@ def _diagnose_qkv(q: Tensor, k: Tensor, v: Tensor, name: str) -> None:
 def check_mask(mask: Tensor, logits_shape: tuple[int, ...], dtype: torch.dtype, *, name: str = "mask") -> None:
     """Check that ``mask`` is boolean or of ``dtype`` and broadcasts to ``logits_shape`` = ``(..., L_q, L_k)``.
 
+    An attention mask has at least two dims, ``(L_q, L_k)``: a 1-D mask is ambiguous (does it index keys or
+    queries?) and a 0-D one masks nothing in particular, so both raise ``ValueError`` (a key-padding mask
+    ``(B, L_k)`` becomes ``(B, 1, 1, L_k)`` with :func:`~attnbook.attention.masks.key_mask_to_attn_mask`).
     "Broadcasts to" is one-way: every mask dim, aligned from the right, is 1 or equals the logits' dim, and
     the mask has no more dims than the logits (it may not enlarge them).
     """
@@ -111,6 +114,17 @@ def check_mask(mask: Tensor, logits_shape: tuple[int, ...], dtype: torch.dtype, 
             f"{name} must be bool (True = attend) or an additive mask of the query dtype {dtype}, "
             f"got {mask.dtype} (shape {tuple(mask.shape)})"
         )
+    if mask.ndim < 2:
+        raise ValueError(
+            f"{name} must have at least 2 dims, (L_q, L_k) or one that broadcasts to the logits' shape "
+            f"{tuple(logits_shape)}, got shape {tuple(mask.shape)}; for a (B, L_k) key-padding mask use "
+            "key_mask_to_attn_mask"
+        )
+    _check_broadcasts(mask, logits_shape, name)
+
+
+def _check_broadcasts(mask: Tensor, logits_shape: tuple[int, ...], name: str) -> None:
+    """Raise ``ValueError`` unless ``mask`` broadcasts (one-way) to ``logits_shape``."""
     mask_shape = mask.shape
     if len(mask_shape) > len(logits_shape) or not all(
         m == 1 or m == n for m, n in zip(reversed(mask_shape), reversed(logits_shape), strict=False)
@@ -130,8 +144,13 @@ def masked_softmax(logits: Tensor, mask: Tensor | None = None) -> Tensor:
     whose every entry is ``-inf`` would give ``exp(-inf - (-inf)) = exp(nan)``; here its maximum is replaced
     by 0 and its zero denominator by 1, so the row is all zeros with zero (finite) gradients.
 
-    Shapes: ``logits (..., L_q, L_k)``, ``mask`` broadcastable to it; returns ``(..., L_q, L_k)``.
+    Shapes: ``logits (..., L_q, L_k)``, ``mask`` broadcastable to it (one-way: it may not enlarge the logits);
+    returns ``(..., L_q, L_k)``. A mask of another shape raises ``ValueError`` naming both shapes, one neither
+    boolean nor floating raises ``TypeError``.
     """
+    if mask is not None:
+        check_mask_dtype(mask, name="masked_softmax: mask")
+        _check_broadcasts(mask, tuple(logits.shape), "masked_softmax: mask")
     work = logits.float() if logits.dtype in _HALF else logits
     if mask is not None:
         work = work.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else work + mask.to(work.dtype)
@@ -142,6 +161,22 @@ def masked_softmax(logits: Tensor, mask: Tensor | None = None) -> Tensor:
     total = e.sum(dim=-1, keepdim=True)  # (..., L_q, 1)
     weights = e / torch.where(total > 0, total, torch.ones_like(total))
     return weights.to(logits.dtype)
+
+
+def attention_dropout(weights: Tensor, p: float) -> Tensor:
+    """Dropout on attention weights: zero each ``a_ij`` with probability ``p``, scale the rest by ``1/(1-p)``.
+
+    ``keep ~ Bernoulli(1 - p)`` is drawn with ``torch.empty_like(weights).bernoulli_(1 - p)`` from the global
+    generator, so a seeded call can be reproduced by hand (chapter 03 does); the scale keeps the expectation,
+    ``E[keep * a / (1 - p)] = a``. The rows of the result no longer sum to 1, only in expectation.
+    ``p = 0`` returns ``weights`` itself. Shapes: any; returns the shape of ``weights``.
+    """
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
+        raise ValueError(f"attention_dropout: p must be a number in [0, 1), got {p!r}")
+    if p == 0:
+        return weights
+    keep = torch.empty_like(weights).bernoulli_(1.0 - p)  # 1 with probability 1 - p
+    return weights * keep / (1.0 - p)
 
 
 _EMPTY_ROWS_SAFE: dict[str, bool] = {}
@@ -190,14 +225,22 @@ def scaled_dot_product_attention(
         mask: boolean (``True`` = may attend) or additive float mask (the dtype of ``q``) broadcastable to
             ``(..., L_q, L_k)``: ``(L_q, L_k)``, ``(B, 1, 1, L_k)`` for padding, ``(B, H, L_q, L_k)``, ...
         is_causal: also hide key ``j > i`` from query ``i`` (top-left aligned, as in PyTorch).
-        dropout_p: dropout on the attention weights (pass 0 at evaluation time).
+        dropout_p: dropout on the attention weights, applied after the softmax: each weight is zeroed with
+            probability ``dropout_p`` and the rest are scaled by ``1/(1 - dropout_p)``
+            (:func:`attention_dropout` on the manual path). This function has no train/eval mode: pass 0
+            at evaluation time (:class:`~attnbook.attention.AttentionCore` does so in ``eval()`` mode).
         scale: logit scale; ``1/sqrt(D)`` by default.
-        need_weights: also return the weights ``(..., L_q, L_k)`` (forces the manual path).
+        need_weights: also return the weights ``(..., L_q, L_k)``, before dropout (forces the manual path).
         backend: ``"auto"``, ``"fused"`` (PyTorch's SDPA kernels) or ``"manual"`` (readable ops).
 
     Returns:
         ``(..., L_q, D_v)``, or ``(output, weights)`` when ``need_weights``. Query rows that see no key
         give zeros.
+
+    Second derivatives (double backward: gradient penalties, :func:`torch.autograd.gradgradcheck`, Hessian-vector
+    products) need ``backend="manual"``: PyTorch's fused CPU kernel has no derivative of its backward pass, so
+    ``"fused"`` (and ``"auto"``, which picks it) raise there. The manual path is plain differentiable tensor
+    operations, twice differentiable everywhere, fully masked rows included.
     """
     check_qkv(q, k, v)
     if backend not in ("auto", "fused", "manual"):
@@ -249,6 +292,6 @@ def _manual(
     else:
         logits = (q * scale) @ k.transpose(-2, -1)  # (..., L_q, L_k)
     weights = masked_softmax(logits, mask).to(q.dtype)  # (..., L_q, L_k)
-    attn = F.dropout(weights, p=dropout_p) if dropout_p > 0 else weights
+    attn = attention_dropout(weights, dropout_p)  # (..., L_q, L_k); the weights returned are before dropout
     out = attn @ v  # (..., L_q, D_v)
     return (out, weights) if need_weights else out

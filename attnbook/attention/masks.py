@@ -3,6 +3,9 @@
 Convention (the same as :func:`torch.nn.functional.scaled_dot_product_attention`): a **boolean** mask
 holds ``True`` where a query *may* attend to a key; a **floating** mask is an additive bias on the
 logits (``-inf`` forbids a pair). Every mask broadcasts to the logits' shape ``(..., L_q, L_k)``.
+Any other dtype is rejected with a ``TypeError``: an integer 0/1 mask is ambiguous (a boolean written as
+numbers, or a bias of 0 and 1?), and reading it as a bias would silently mask nothing. Convert it first,
+``mask.bool()`` for "1 = may attend" or ``mask.float()`` for a bias.
 Note that ``torch.nn.MultiheadAttention`` uses the opposite boolean convention (``True`` = blocked);
 :func:`from_torch_convention` converts.
 
@@ -25,6 +28,7 @@ __all__ = [
     "key_mask_to_attn_mask",
     "to_additive",
     "combine_masks",
+    "check_mask_dtype",
     "from_torch_convention",
     "fully_masked_rows",
 ]
@@ -67,11 +71,23 @@ def key_mask_to_attn_mask(key_mask: Tensor) -> Tensor:
     return key_mask[:, None, None, :]
 
 
+def check_mask_dtype(mask: Tensor, *, name: str = "mask") -> None:
+    """Raise ``TypeError`` unless ``mask`` is a boolean (``True`` = may attend) or floating (additive) tensor."""
+    if not isinstance(mask, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(mask).__name__}")
+    if mask.dtype != torch.bool and not mask.is_floating_point():
+        raise TypeError(
+            f"{name} must be bool (True = may attend) or floating (an additive bias), got dtype {mask.dtype} "
+            f"(shape {tuple(mask.shape)}); convert an integer 0/1 mask with .bool() or .float() to say which"
+        )
+
+
 def to_additive(mask: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
     """A boolean mask as an additive one: ``0`` where allowed, ``-inf`` where forbidden.
 
-    A floating mask is returned cast to ``dtype``.
+    A floating mask is returned cast to ``dtype``; any other dtype raises ``TypeError``.
     """
+    check_mask_dtype(mask)
     if mask.dtype == torch.bool:
         out = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
         return out.masked_fill_(~mask, float("-inf"))
@@ -81,9 +97,12 @@ def to_additive(mask: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
 def combine_masks(*masks: Tensor | None, dtype: torch.dtype = torch.float32) -> Tensor | None:
     """Combine masks by broadcasting: booleans with AND, and anything floating by adding additive forms.
 
-    ``None`` entries are skipped; with no masks left the result is ``None``.
+    ``None`` entries are skipped; with no masks left the result is ``None``. A mask that is neither boolean nor
+    floating raises ``TypeError``.
     """
     present = [m for m in masks if m is not None]
+    for i, m in enumerate(present):
+        check_mask_dtype(m, name=f"combine_masks: mask {i}")
     if not present:
         return None
     if all(m.dtype == torch.bool for m in present):
@@ -99,11 +118,13 @@ def combine_masks(*masks: Tensor | None, dtype: torch.dtype = torch.float32) -> 
 
 def from_torch_convention(mask: Tensor) -> Tensor:
     """Convert a ``torch.nn.MultiheadAttention``-style mask (bool ``True`` = blocked) to the book's convention."""
+    check_mask_dtype(mask)
     return ~mask if mask.dtype == torch.bool else mask
 
 
 def fully_masked_rows(mask: Tensor) -> Tensor:
     """``(..., L_q, 1)`` boolean: ``True`` for query rows that may attend to no key at all."""
+    check_mask_dtype(mask)
     if mask.dtype == torch.bool:
         return ~mask.any(dim=-1, keepdim=True)
     return torch.isneginf(mask).all(dim=-1, keepdim=True)
