@@ -8,6 +8,7 @@ dropout, ``need_weights``, and bad inputs that must fail with an error naming th
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -266,6 +267,73 @@ def test_dropout_is_random_unbiased_and_off_at_zero(backend):
     assert ((many.mean(0) - plain[0]).abs() <= 5 * spread + 1e-12).all()
 
 
+def test_manual_dropout_equals_a_brute_force_bernoulli_mask():
+    """The manual path zeroes weights with keep ~ Bernoulli(1 - p) from the global generator, scales by 1/(1-p)."""
+    q, k, v = make_qkv(torch.float64)
+    mask = make_mask("bool-empty-rows", torch.float64)
+    p = 0.3
+    torch.manual_seed(11)
+    out, weights = scaled_dot_product_attention(q, k, v, mask, dropout_p=p, backend="manual", need_weights=True)
+    torch.manual_seed(11)
+    keep = torch.empty(B, H, LQ, LK, dtype=torch.float64).bernoulli_(1 - p)
+    logits = (q @ k.transpose(-2, -1) / math.sqrt(D)).masked_fill(~mask, -math.inf)
+    plain = torch.softmax(logits, -1).nan_to_num(0.0)  # the empty rows: zeros
+    torch.testing.assert_close(weights, plain, atol=1e-12, rtol=1e-12)  # weights are returned before dropout
+    torch.testing.assert_close(out, (plain * keep / (1 - p)) @ v, atol=1e-12, rtol=1e-12)
+    assert 0 < (keep == 0).sum() < keep.numel()
+
+
+def test_attention_dropout_validates_p_and_is_identity_at_zero():
+    w = torch.rand(3, 4)
+    assert functional.attention_dropout(w, 0.0) is w
+    for bad in (1.0, -0.5, True, "0.1"):
+        with pytest.raises(ValueError, match=r"attention_dropout: p must be a number in \[0, 1\)"):
+            functional.attention_dropout(w, bad)
+
+
+@pytest.mark.parametrize("backend", ["auto", "manual"])
+def test_attention_core_dropout_in_train_mode_only(backend):
+    q, k, v = make_qkv(torch.float64)
+    core = AttentionCore(dropout=0.4, backend=backend)
+    plain, _ = AttentionCore(backend=backend)(q, k, v)
+    torch.manual_seed(0)
+    train, _ = core(q, k, v)
+    assert not torch.allclose(train, plain)
+    core.eval()
+    assert torch.equal(core(q, k, v)[0], plain)
+
+
+# ------------------------------------------------------------------------------------------- double backward
+
+
+def test_double_backward_works_on_the_manual_path():
+    """gradgradcheck in float64 on a tiny input, with a mask that empties one row (the guarded case)."""
+    q, k, v = (t.requires_grad_() for t in make_qkv(torch.float64, shape=(1, 2), lq=3, lk=4, d=3, dv=2))
+    mask = torch.rand(3, 4, generator=torch.Generator().manual_seed(0)) > 0.3
+    mask[1] = False
+    for m, causal in ((None, True), (mask, False)):
+
+        def fn(q, k, v, m=m, causal=causal):
+            return scaled_dot_product_attention(q, k, v, m, is_causal=causal, backend="manual")
+
+        assert torch.autograd.gradcheck(fn, (q, k, v))
+        assert torch.autograd.gradgradcheck(fn, (q, k, v))
+    core = AttentionCore(backend="manual")
+    assert torch.autograd.gradgradcheck(lambda q, k, v: core(q, k, v, mask)[0], (q, k, v))
+
+
+def test_the_fused_cpu_kernel_has_no_double_backward():
+    """Why the docstrings say backend="manual": if PyTorch adds the derivative, this test tells us to update them.
+
+    (With equal head widths of q and v PyTorch picks its flash CPU kernel, the one without double backward.)
+    """
+    q, k, v = (t.requires_grad_() for t in make_qkv(torch.float64, shape=(1, 2), lq=3, lk=4, d=4, dv=4))
+    out = scaled_dot_product_attention(q, k, v, backend="fused")
+    (grad_q,) = torch.autograd.grad(out.square().sum(), q, create_graph=True)
+    with pytest.raises(RuntimeError, match="derivative for .*scaled_dot_product.* is not implemented"):
+        torch.autograd.grad(grad_q.sum(), (q, k, v))
+
+
 def test_need_weights_returns_the_softmax_and_auto_switches_path():
     q, k, v = make_qkv(torch.float64)
     mask = make_mask("bool-4d", torch.float64)
@@ -347,12 +415,50 @@ def test_bad_qkv(change, error, match):
         (torch.ones(LQ, LK, dtype=torch.int64), TypeError, r"mask must be bool.*got torch.int64 \(shape \(5, 6\)\)"),
         ([[True] * LK] * LQ, TypeError, r"mask must be a torch.Tensor or None, got list"),
         (torch.ones(LQ, LK, dtype=torch.bool, device="meta"), TypeError, r"mask is on meta but q is on cpu"),
+        (torch.ones(LK, dtype=torch.bool), ValueError, r"mask must have at least 2 dims.*got shape \(6,\)"),
+        (torch.tensor(True), ValueError, r"mask must have at least 2 dims.*got shape \(\)"),
+        (torch.zeros(LK), ValueError, r"mask must have at least 2 dims.*got shape \(6,\)"),
     ],
-    ids=["last-dim", "batch", "rank", "float64-mask", "int-mask", "list", "device"],
+    ids=["last-dim", "batch", "rank", "float64-mask", "int-mask", "list", "device", "1-d", "0-d", "1-d-float"],
 )
 def test_bad_mask(mask, error, match, backend):
     with pytest.raises(error, match=match):
         scaled_dot_product_attention(*_qkv32(), mask, backend=backend)
+
+
+@pytest.mark.parametrize("backend", ["fused", "manual"])
+@pytest.mark.parametrize("mask", [torch.ones(LK, dtype=torch.bool), torch.tensor(True)], ids=["1-d", "0-d"])
+def test_attention_core_rejects_masks_below_two_dims(mask, backend):
+    """Both paths of the core, too: once the fused path crashed with an IndexError that named nothing."""
+    with pytest.raises(
+        ValueError, match=rf"mask must have at least 2 dims.*got shape {re.escape(str(tuple(mask.shape)))}"
+    ):
+        AttentionCore(backend=backend)(*_qkv32(), mask)
+
+
+@pytest.mark.parametrize(
+    ("mask", "error", "match"),
+    [
+        (
+            torch.ones(3, 5, dtype=torch.bool),
+            ValueError,
+            r"masked_softmax: mask of shape \(3, 5\) does not broadcast.*\(3, 4\)",
+        ),
+        (torch.ones(2, 3, 4, dtype=torch.bool), ValueError, r"masked_softmax: mask of shape \(2, 3, 4\) does not"),
+        (torch.ones(3, 4, dtype=torch.int64), TypeError, r"masked_softmax: mask must be bool .*got dtype torch.int64"),
+    ],
+    ids=["last-dim", "enlarges", "int"],
+)
+def test_masked_softmax_rejects_bad_masks(mask, error, match):
+    with pytest.raises(error, match=match):
+        masked_softmax(torch.randn(3, 4), mask)
+
+
+def test_masked_softmax_accepts_masks_that_broadcast():
+    logits = torch.randn(2, 3, 4, dtype=torch.float64)
+    keys = torch.tensor([True, True, False, True])
+    torch.testing.assert_close(masked_softmax(logits, keys), masked_softmax(logits, keys.expand(2, 3, 4)))
+    assert torch.equal(masked_softmax(logits, keys)[..., 2], torch.zeros(2, 3, dtype=torch.float64))
 
 
 @pytest.mark.parametrize(

@@ -126,3 +126,25 @@ def test_fully_masked_rows():
     big_negative = torch.tensor([[-1e9, -1e9]])  # finite: softmax still spreads weight uniformly, not empty
     assert fully_masked_rows(big_negative).tolist() == [[False]]
     assert math.isclose(float(torch.softmax(big_negative, -1)[0, 0]), 0.5)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.uint8, torch.complex64], ids=str)
+def test_masks_that_are_neither_bool_nor_float_are_rejected(dtype):
+    """An integer 0/1 mask read as an additive bias would mask nothing (adding 0 or 1 forbids no key)."""
+    ones_and_zeros = causal_mask(4).to(dtype)
+    for fn in (to_additive, from_torch_convention, fully_masked_rows):
+        with pytest.raises(TypeError, match=rf"mask must be bool .* or floating .*got dtype {dtype}.*\(4, 4\)"):
+            fn(ones_and_zeros)
+    with pytest.raises(TypeError, match=rf"combine_masks: mask 1 must be bool .*got dtype {dtype}"):
+        combine_masks(causal_mask(4), ones_and_zeros)
+    with pytest.raises(TypeError, match=rf"combine_masks: mask 0 must be bool .*got dtype {dtype}"):
+        combine_masks(ones_and_zeros, None, torch.zeros(4, 4))
+    with pytest.raises(TypeError, match="mask must be a torch.Tensor, got list"):
+        to_additive([[True]])
+
+
+def test_converted_integer_masks_mean_what_they_say():
+    """The error's advice works: ``.bool()`` reads 1 as "may attend", ``.float()`` as a bias of +1."""
+    ints = causal_mask(3).long()
+    assert torch.equal(to_additive(ints.bool()), to_additive(causal_mask(3)))
+    assert torch.equal(combine_masks(ints.float(), torch.zeros(3, 3)), ints.float())
