@@ -5,7 +5,8 @@ and promotes the finished code here. The layout reads like the book's table of c
 
 * :mod:`attnbook.attention` -- attention itself. :func:`~attnbook.attention.scaled_dot_product_attention`
   is the functional core (ch. 03); :mod:`~attnbook.attention.masks` builds masks (``True`` = may attend,
-  floats are additive); one module per mechanism family (``additive``, ``positional``, ``local``, ...).
+  floats are additive, any other dtype is an error; at least ``(L_q, L_k)``, broadcast to
+  ``(B, H, L_q, L_k)``); one module per mechanism family (``additive``, ``positional``, ``local``, ...).
 * :mod:`attnbook.models` -- whole models built from those parts (Pointer Network, Transformer, GPT, ...).
 * :mod:`attnbook.data` -- the seeded synthetic tasks and offline corpora the experiments use, and
   downloaders (pinned checksums, atomic cache writes) for the larger datasets of full runs.
@@ -23,7 +24,7 @@ class :class:`~attnbook.attention.AttentionCore` runs one pipeline on heads alre
              + positions.bias(q, k)             # e.g. Shaw relative logits, ALiBi slopes
     logits  += mask & pattern                   # padding, causal, windows: which keys a query sees
     weights  = normalizer(logits)               # softmax, or a variant
-    out      = dropout(weights) @ v
+    out      = dropout(weights) @ v             # training only: zero w.p. p, scale by 1/(1-p)
 
 Each stage is a small ``nn.Module`` with one method: :class:`~attnbook.attention.Scores`,
 :class:`~attnbook.attention.PositionPart`, :class:`~attnbook.attention.Pattern`,
@@ -33,6 +34,7 @@ the core: ``AttentionCore(positions=ALiBi(num_heads))`` or
 (dot-product scores, softmax) the core calls PyTorch's fused kernel, folding biases and patterns into
 its mask; otherwise it runs the readable manual pipeline. Both paths give zeros, not NaN, for a query
 that sees no key, and validate their inputs with errors that name the argument and the shapes seen.
+Second derivatives (double backward) need ``backend="manual"``: PyTorch's fused CPU kernel has none.
 """
 
 from attnbook.config import is_full, seed_everything, size
