@@ -23,23 +23,23 @@ arrow(ax, (1.05, 1.2), (1.85, MID - 0.15))
 op(ax, 3.6, MID, "$\\times\\, 1/\\sqrt{d}$", w=1.05)
 arrow(ax, (2.75, MID), (3.05, MID))
 
+# the mask enters from above: additive M, or a boolean mask applied with masked_fill
+op(ax, 4.75, MID, "+")
+arrow(ax, (4.15, MID), (4.51, MID))
+visible = np.tril(np.ones((3, 4)), k=1)
+tensor(ax, 4.75, 3.55, 3, 4, "mask", values=visible, cell=0.13)
+text(ax, 5.15, 3.55, "$M$  (0 or $-\\infty$), or", va="center", size=10)
+text(ax, 5.15, 3.25, "masked_fill($\\neg\\mathcal{M}$, $-\\infty$)", va="center", size=10)
+text(ax, 4.4, 3.55, "$(T_q, T_k)$, broadcast", ha="right", va="center", size=9, color="output")
+arrow(ax, (4.75, 3.33), (4.75, MID + 0.24), color="mask")
+
 rng = np.random.default_rng(3)
 scores = rng.uniform(0.2, 1.0, size=(3, 4))
-tensor(ax, 4.9, MID, 3, 4, "weight", label="$S$", shape="$(T_q, T_k)$", values=scores)
-arrow(ax, (4.15, MID), (4.5, MID))
-
-# the mask enters from above: additive M, or a boolean mask applied with masked_fill
-op(ax, 6.15, MID, "+")
-arrow(ax, (5.3, MID), (5.9, MID))
-visible = np.tril(np.ones((3, 4)), k=1)
-tensor(ax, 6.15, 3.55, 3, 4, "mask", values=visible, cell=0.13)
-text(ax, 6.55, 3.55, "$M$  (0 or $-\\infty$), or", va="center", size=10)
-text(ax, 6.55, 3.25, "masked_fill($\\neg\\mathcal{M}$, $-\\infty$)", va="center", size=10)
-text(ax, 5.8, 3.55, "$(T_q, T_k)$, broadcast", ha="right", va="center", size=9, color="output")
-arrow(ax, (6.15, 3.33), (6.15, MID + 0.24), color="mask")
+tensor(ax, 6.05, MID, 3, 4, "weight", label="$S$", shape="$(T_q, T_k)$", values=np.where(visible > 0, scores, 0.0))
+arrow(ax, (4.99, MID), (5.65, MID))
 
 op(ax, 7.45, MID, "softmax", w=1.05)
-arrow(ax, (6.39, MID), (6.9, MID))
+arrow(ax, (6.45, MID), (6.9, MID))
 text(ax, 7.45, MID - 0.45, "over keys, each row", ha="center", size=9, color="output")
 text(ax, 7.45, MID - 0.68, "(max subtracted)", ha="center", size=9, color="output")
 
