@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -355,6 +356,12 @@ def test_load_torch_refuses_options_that_change_the_output(ref_kwargs, own_kwarg
     ref = nn.MultiheadAttention(8, 2, **{"batch_first": True, **ref_kwargs})
     with pytest.raises(ValueError, match=match):
         MultiHeadAttention(8, 2, **own_kwargs).load_torch(ref)
+
+
+def test_constructor_accepts_numpy_integers():
+    mha = MultiHeadAttention(np.int64(16), np.int32(4), kdim=np.int64(6))
+    assert (mha.embed_dim, mha.num_heads, mha.head_dim, mha.kdim) == (16, 4, 4, 6)
+    assert type(mha.embed_dim) is int and type(mha.kdim) is int
 
 
 def test_load_torch_accepts_matching_options_and_then_agrees():

@@ -22,6 +22,7 @@ Shapes: the core works on heads already split, ``q (B, H, L_q, D)``, ``k (B, H, 
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import Tensor, nn
@@ -257,10 +258,12 @@ class MultiHeadAttention(nn.Module):
             if value is None and name in ("kdim", "vdim"):
                 continue
             # bool is an int subclass: MultiHeadAttention(16, True) would silently build one head
-            if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
                 raise TypeError(f"MultiHeadAttention: {name} must be an int, got {value!r} ({type(value).__name__})")
             if value <= 0:
                 raise ValueError(f"MultiHeadAttention: {name} must be positive, got {value}")
+        embed_dim, num_heads = int(embed_dim), int(num_heads)
+        kdim, vdim = (None if dim is None else int(dim) for dim in (kdim, vdim))
         if embed_dim % num_heads:
             raise ValueError(f"MultiHeadAttention: num_heads={num_heads} must divide embed_dim={embed_dim}")
         self.embed_dim, self.num_heads, self.head_dim = embed_dim, num_heads, embed_dim // num_heads
