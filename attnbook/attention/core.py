@@ -295,7 +295,9 @@ class MultiHeadAttention(nn.Module):
 
         Raises ``ValueError`` when ``ref`` would compute something else on the same input: other sizes
         (``embed_dim``, ``num_heads``, ``kdim``, ``vdim``), ``add_bias_kv``, ``add_zero_attn``, a different
-        ``bias``, ``batch_first`` or ``dropout``. Masks still follow each module's own convention
+        ``bias`` or ``batch_first``. Dropout is a training setting, not a weight: it is not copied or compared
+        (in ``eval()`` mode the two modules agree whatever their dropout; set this module's with its
+        ``dropout`` argument or core). Masks still follow each module's own convention
         (:func:`~attnbook.attention.masks.from_torch_convention` converts).
         """
         if not isinstance(ref, nn.MultiheadAttention):
@@ -318,12 +320,6 @@ class MultiHeadAttention(nn.Module):
             raise ValueError(
                 f"load_torch: ref has batch_first={ref.batch_first}, this module has batch_first={self.batch_first}: "
                 "the same input would be read in different layouts"
-            )
-        core_dropout = getattr(self.core, "dropout", 0.0)
-        if ref.dropout != core_dropout:
-            raise ValueError(
-                f"load_torch: ref has dropout={ref.dropout}, this module's core has dropout={core_dropout}: "
-                "their outputs would differ in training mode"
             )
         if ref._qkv_same_embed_dim:
             weights = ref.in_proj_weight.chunk(3)
