@@ -75,6 +75,17 @@ def test_the_pattern_catches_outside_references():
     assert not OUTSIDE.search("weights shared by all heads; shared_scale=False")
 
 
+@pytest.mark.parametrize("doc", ["README.md", "CONTRIBUTING.md", "data/README.md"])
+def test_relative_links_resolve(doc):
+    """Every relative link of the front-page documents points at a file or folder of the repository."""
+    text = (ROOT / doc).read_text(encoding="utf-8")
+    links = re.findall(r"\]\(([^)\s]+)\)", text)
+    relative = [link.split("#")[0] for link in links if not re.match(r"[a-z]+:|#", link)]
+    assert relative or doc == "data/README.md"
+    missing = [link for link in relative if not ((ROOT / doc).parent / link).exists()]
+    assert not missing, f"{doc} links to missing paths: {missing}"
+
+
 def test_licences_citation_and_metadata_agree():
     project = PYPROJECT["project"]
     assert project["license"] == "MIT" and project["license-files"] == ["LICENSE"]
@@ -139,7 +150,7 @@ def test_wheel_installs_and_trains_outside_the_repository(sdist, tmp_path):
 
     def run(step: str, args: list[str], **kwargs) -> str:
         start = time.perf_counter()
-        result = subprocess.run(args, capture_output=True, text=True, env=kwargs.pop("env", env), **kwargs)
+        result = subprocess.run(args, capture_output=True, text=True, env=kwargs.pop("env", env), timeout=900, **kwargs)
         timings[step] = timings.get(step, 0.0) + time.perf_counter() - start
         assert result.returncode == 0, f"{step} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
         return result.stdout
