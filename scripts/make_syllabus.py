@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -129,11 +130,14 @@ def render_page(syllabus: Syllabus, entries: dict[str, dict[str, str]], chapters
         "(appendix-syllabus)=",
         "# Syllabus",
         "",
-        f"The book covers the {len(seeds)} papers of its source list in {len(syllabus.chapters)} chapters, "
-        f"{len(syllabus.parts)} parts. Each paper is taught in one chapter; a few come back in a later one "
-        "(listed there as *revisited*). A paper is **taught** once its chapter is written and cites it, and "
-        f"**planned** until then: {len(taught)} of the {len(seeds)} papers are taught, in the "
-        f"{len(written)} chapters written so far.",
+        textwrap.fill(
+            f"The book covers the {len(seeds)} papers of its source list in {len(syllabus.chapters)} chapters, "
+            f"{len(syllabus.parts)} parts. Each paper is taught in one chapter; a few come back in a later one "
+            "(listed there as *revisited*). A paper is **taught** once its chapter is written and cites it, and "
+            f"**planned** until then: {len(taught)} of the {len(seeds)} papers are taught, in the "
+            f"{len(written)} chapters written so far.",
+            width=110,
+        ),
         "",
     ]
     for part, part_title in syllabus.parts.items():
@@ -166,9 +170,14 @@ def render_contents(syllabus: Syllabus, chapters: Path = CHAPTERS) -> str:
     lines = [
         README_BEGIN,
         "",
-        f"The book's {len(syllabus.chapters)} chapters teach the {seeds} papers of its source list; the "
-        "[syllabus](appendix/syllabus.md) says which chapter teaches which paper, and whether it is written yet "
-        "(data: [`data/syllabus.yaml`](data/syllabus.yaml); bibliography: [`references.bib`](references.bib)).",
+        textwrap.fill(
+            f"The book's {len(syllabus.chapters)} chapters teach the {seeds} papers of its source list; the "
+            "[syllabus](appendix/syllabus.md) says which chapter teaches which paper, and whether it is written "
+            "yet (data: [`data/syllabus.yaml`](data/syllabus.yaml); bibliography: [`references.bib`](references.bib)).",
+            width=110,
+            break_long_words=False,
+            break_on_hyphens=False,
+        ),
         "",
         "| # | Chapter | Status |",
         "|---|---|---|",
