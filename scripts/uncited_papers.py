@@ -8,13 +8,14 @@ A seed paper is a BibTeX entry whose ``keywords`` field contains ``seed``. A pap
 its key appears in a MyST citation role (``{cite}`a,b` ``, ``{cite:p}`...` ``, ``{cite:t}`...` ``, ...)
 in any ``chapters/*.md``. The script always exits 0; it is a to-do list, not a gate.
 
-The small parsers here (BibTeX, citation roles, the scraped seed list) are also used by
-``tests/test_bibliography.py``, so the script and the test can never disagree about what a key or a
-citation is.
+The small parsers here (BibTeX, citation roles, the source list in ``data/seeds.csv``) are also used by
+``tests/test_bibliography.py`` and ``scripts/make_syllabus.py``, so the scripts and the tests can never
+disagree about what a key or a citation is.
 """
 
 from __future__ import annotations
 
+import csv
 import re
 import sys
 import unicodedata
@@ -24,17 +25,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BIB = ROOT / "references.bib"
 CHAPTERS = ROOT / "chapters"
+SEEDS = ROOT / "data" / "seeds.csv"
 
 #: A MyST citation role: {cite}`k1,k2`, {cite:p}`k`, {cite:t}`k`, {cite:ps}`k`, ...
 CITE_ROLE = re.compile(r"\{cite(?::[a-z]+)?\}`([^`]*)`")
 
-MONTHS = {m: i for i, m in enumerate(["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov",
-                                      "Dec"], start=1)}
-#: "Oct 12, 2021", "Oct 20, 2023 2", "Aug 8", "Sep 26 1": the trailing number is the listing's up-vote count.
-DATE_LINE = re.compile(r"^(?P<month>[A-Z][a-z]{2}) (?P<day>\d{1,2})(?:, (?P<year>\d{4}))?(?: \d+)?$")
-AUTHORS_LINE = re.compile(r"^\s*•\s*(?P<n>\d+) authors?\s*$")
-#: Abstract paragraphs are long; titles and the listing's chrome are short.
-LONG_LINE = 300
+#: A listed date: ``2021-10-12``, or ``--08-08`` where the listing gave no year.
+LISTED_DATE = re.compile(r"^(?:(?P<year>\d{4})|-)-(?P<month>\d{2})-(?P<day>\d{2})$")
 
 
 def parse_bibtex(text: str) -> dict[str, dict[str, str]]:
@@ -132,46 +129,33 @@ def cited_keys(chapters: Path = CHAPTERS) -> dict[str, set[str]]:
 
 @dataclass(frozen=True)
 class SeedPaper:
-    """One paper of the scraped seed list: title, listed date (year is None when the listing omits it)."""
+    """One paper of the book's source list (``data/seeds.csv``): its BibTeX key, title and listed date.
 
+    ``year`` is ``None`` where the listing gave only month and day (it omits the year of its own, most recent,
+    year); ``listed_date`` is then written ``--MM-DD``.
+    """
+
+    key: str
     title: str
     month: int
     day: int
     year: int | None
-    num_authors: int | None
 
 
-def parse_seed_list(text: str) -> list[SeedPaper]:
-    """Parse the scraped paper listing (``shared/seeds/*.txt``).
-
-    Each record is: a title line, one or more (long) abstract paragraphs, an author line ("• 7 authors" or
-    an organisation's name), a line holding only "·", and a date line. A record is anchored on its "·"
-    line; its title is the last short line before the first long line after the previous record's date.
-    """
-    lines = [line.rstrip("\n") for line in text.splitlines()]
-    papers: list[SeedPaper] = []
-    segment_start = 0
-    for i, line in enumerate(lines):
-        if line.strip() != "·":
-            continue
-        date_index = next((j for j in range(i + 1, len(lines)) if lines[j].strip()), None)
-        date = DATE_LINE.match(lines[date_index].strip()) if date_index is not None else None
-        if date is None:
-            raise ValueError(f"line {i + 1}: '·' is not followed by a date line")
-        segment = [s.strip() for s in lines[segment_start:i] if s.strip()]
-        first_long = next((k for k, s in enumerate(segment) if len(s) >= LONG_LINE), None)
-        if first_long is None or first_long == 0:
-            raise ValueError(f"line {i + 1}: record has no title line before its abstract")
-        author_line = segment[-1]
-        authors = AUTHORS_LINE.match(author_line)
-        papers.append(SeedPaper(
-            title=segment[first_long - 1],
-            month=MONTHS[date.group("month")],
-            day=int(date.group("day")),
-            year=int(date.group("year")) if date.group("year") else None,
-            num_authors=int(authors.group("n")) if authors else None,
-        ))
-        segment_start = date_index + 1
+def load_seed_table(path: Path = SEEDS) -> list[SeedPaper]:
+    """Read the source list, ``data/seeds.csv`` (columns ``key``, ``listed_date``, ``title``), in its order."""
+    with path.open(encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames != ["key", "listed_date", "title"]:
+            raise ValueError(f"{path}: columns {reader.fieldnames}, expected ['key', 'listed_date', 'title']")
+        papers = []
+        for line, row in enumerate(reader, start=2):
+            date = LISTED_DATE.match(row["listed_date"])
+            if date is None:
+                raise ValueError(f"{path}:{line}: listed_date {row['listed_date']!r} is not YYYY-MM-DD or --MM-DD")
+            year = date.group("year")
+            papers.append(SeedPaper(key=row["key"], title=row["title"], month=int(date.group("month")),
+                                    day=int(date.group("day")), year=int(year) if year else None))
     return papers
 
 

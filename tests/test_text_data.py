@@ -1,4 +1,6 @@
-"""attnbook.data.text: the stdlib corpus, the character tokenizer, and the Tiny Shakespeare downloader (offline)."""
+"""attnbook.data.text: the stdlib corpus, the character tokenizer, and the Tiny Shakespeare downloader (offline).
+
+The generic downloader and the cache folder are tested in tests/test_data_registry.py."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from attnbook.data import registry as registry_module
 from attnbook.data import text as text_module
 from attnbook.data.text import (
     TINY_SHAKESPEARE_FILENAME,
@@ -88,8 +91,12 @@ def test_split_and_batches():
 def test_cache_dir_honours_env(monkeypatch, tmp_path):
     monkeypatch.setenv("ATTNBOOK_CACHE", str(tmp_path / "c"))
     assert get_cache_dir() == tmp_path / "c" and (tmp_path / "c").is_dir()
-    monkeypatch.delenv("ATTNBOOK_CACHE")
-    assert get_cache_dir(create=False) == Path.home() / ".cache" / "attnbook"
+
+
+def test_tiny_shakespeare_comes_from_the_registry():
+    entry = registry_module.dataset("tiny_shakespeare")
+    assert (text_module.TINY_SHAKESPEARE_URL, text_module.TINY_SHAKESPEARE_SHA256) == (entry.url, entry.sha256)
+    assert TINY_SHAKESPEARE_FILENAME == entry.filename
 
 
 def _source(tmp_path: Path, payload: bytes) -> str:
@@ -103,16 +110,16 @@ def test_download_success_writes_atomically(tmp_path, monkeypatch):
     url = _source(tmp_path, PAYLOAD)
     cache = tmp_path / "cache"
     replaced = []
-    real_replace = text_module.os.replace
+    real_replace = registry_module.os.replace
     monkeypatch.setattr(
-        text_module.os, "replace", lambda a, b: (replaced.append((Path(a), Path(b))), real_replace(a, b))
+        registry_module.os, "replace", lambda a, b: (replaced.append((Path(a), Path(b))), real_replace(a, b))
     )
     path = download_tiny_shakespeare(cache, url=url, sha256=PAYLOAD_SHA)
     assert path == cache / TINY_SHAKESPEARE_FILENAME and path.read_bytes() == PAYLOAD
     assert len(replaced) == 1 and replaced[0][1] == path and replaced[0][0].parent == cache
     assert sorted(p.name for p in cache.iterdir()) == [TINY_SHAKESPEARE_FILENAME]  # no temp file left
     # Second call: the cached copy is reused, nothing is opened.
-    monkeypatch.setattr(text_module, "_urlopen", lambda *a: pytest.fail("should not download again"))
+    monkeypatch.setattr(registry_module, "_urlopen", lambda *a: pytest.fail("should not download again"))
     assert download_tiny_shakespeare(cache, url=url, sha256=PAYLOAD_SHA) == path
     assert load_tiny_shakespeare(cache, sha256=PAYLOAD_SHA, max_chars=14) == "First Citizen:"
 
@@ -140,7 +147,7 @@ def test_interrupted_download_leaves_nothing(tmp_path, monkeypatch):
                 raise ConnectionResetError("connection lost")
             return super().read(min(n, 64))
 
-    monkeypatch.setattr(text_module, "_urlopen", lambda url, timeout: Broken(PAYLOAD))
+    monkeypatch.setattr(registry_module, "_urlopen", lambda url, timeout: Broken(PAYLOAD))
     cache = tmp_path / "cache"
     with pytest.raises(ConnectionResetError):
         download_tiny_shakespeare(cache, sha256=PAYLOAD_SHA)
@@ -151,7 +158,7 @@ def test_offline_error_names_url_and_manual_placement(tmp_path, monkeypatch):
     def offline(url, timeout):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
-    monkeypatch.setattr(text_module, "_urlopen", offline)
+    monkeypatch.setattr(registry_module, "_urlopen", offline)
     cache = tmp_path / "cache"
     with pytest.raises(ConnectionError) as info:
         download_tiny_shakespeare(cache)

@@ -6,11 +6,12 @@ Two corpora, both plain text:
   installation ships them, so this real corpus is available offline on every machine; it is the book's
   default for quick runs. The files are read in a fixed order (sorted relative paths), so the same
   ``max_chars`` budget gives the same text on every run of the same Python version.
-* :func:`load_tiny_shakespeare` -- Karpathy's Tiny Shakespeare (1,115,394 bytes), for full runs. It is
-  downloaded once by :func:`download_tiny_shakespeare` into the book's cache directory
-  (:func:`get_cache_dir`: ``$ATTNBOOK_CACHE`` or ``~/.cache/attnbook``), checked against a pinned SHA-256, and
-  written atomically (a temporary file in the same directory, then :func:`os.replace`), so an interrupted
-  or corrupted download never leaves a file under the final name and the next call simply starts again.
+* :func:`load_tiny_shakespeare` -- Karpathy's Tiny Shakespeare, for full runs. It is downloaded once by
+  :func:`download_tiny_shakespeare` into the book's cache directory (:func:`get_cache_dir`: ``$ATTNBOOK_CACHE``,
+  else ``data/cache`` in a clone, else ``~/.cache/attnbook``), with the URL, size and SHA-256 of its entry in
+  the dataset registry (:mod:`attnbook.data.registry`), and written atomically (a temporary file in the same
+  directory, then :func:`os.replace`), so an interrupted or corrupted download never leaves a file under the
+  final name and the next call simply starts again.
 
 :class:`CharTokenizer` maps each distinct character to an id; its :meth:`~CharTokenizer.state_dict` is
 a plain dict, so checkpoints can carry the tokenizer beside the weights.
@@ -18,18 +19,17 @@ a plain dict, so checkpoints can carry the tokenizer beside the weights.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sysconfig
-import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from attnbook.data import registry as _registry
+from attnbook.data.registry import get_cache_dir
 
 __all__ = [
     "TINY_SHAKESPEARE_URL",
@@ -45,25 +45,15 @@ __all__ = [
     "sample_batch",
 ]
 
-TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
-#: SHA-256 of the 1,115,394-byte file, as pinned by TensorFlow Datasets'
-#: ``tensorflow_datasets/url_checksums/tiny_shakespeare.txt`` for this same URL.
-TINY_SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
-TINY_SHAKESPEARE_FILENAME = "tiny_shakespeare.txt"
+_TINY_SHAKESPEARE = _registry.dataset("tiny_shakespeare")
+#: The source URL, the SHA-256 of the file and its cache file name, from the dataset registry.
+TINY_SHAKESPEARE_URL = str(_TINY_SHAKESPEARE.url)
+TINY_SHAKESPEARE_SHA256 = str(_TINY_SHAKESPEARE.sha256)
+TINY_SHAKESPEARE_FILENAME = str(_TINY_SHAKESPEARE.filename)
 
 #: Directories of the standard library left out of the corpus: installed third-party packages, caches,
 #: and the test suites (which hold deliberately malformed and non-UTF-8 files).
 _EXCLUDED_DIRS = frozenset({"site-packages", "dist-packages", "__pycache__", "test", "tests", "idle_test"})
-_CHUNK = 1 << 16
-
-
-def get_cache_dir(create: bool = True) -> Path:
-    """The book's download cache: ``$ATTNBOOK_CACHE`` if set, else ``~/.cache/attnbook``."""
-    env = os.environ.get("ATTNBOOK_CACHE", "").strip()
-    path = Path(env).expanduser() if env else Path.home() / ".cache" / "attnbook"
-    if create:
-        path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def stdlib_source_files() -> list[Path]:
@@ -171,78 +161,24 @@ class CharTokenizer:
         return f"CharTokenizer(vocab_size={self.vocab_size})"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _urlopen(url: str, timeout: float):  # the one network call; tests replace it
-    return urllib.request.urlopen(url, timeout=timeout)
-
-
-def _manual_hint(target: Path, url: str, sha256: str) -> str:
-    return (
-        f"Download {url} on a machine with internet access and place it at {target} "
-        f"(or point ATTNBOOK_CACHE at the folder holding {target.name}); its SHA-256 must be {sha256}."
-    )
-
-
 def download_tiny_shakespeare(
     cache_dir: str | os.PathLike[str] | None = None,
     *,
-    url: str = TINY_SHAKESPEARE_URL,
-    sha256: str = TINY_SHAKESPEARE_SHA256,
+    url: str | None = None,
+    sha256: str | None = None,
     timeout: float = 30.0,
 ) -> Path:
-    """Download Tiny Shakespeare once into the cache and return its path.
+    """Download Tiny Shakespeare once into the cache and return its path (:func:`attnbook.data.registry.download`).
 
-    A file already in the cache with the pinned checksum is reused. Otherwise the file is streamed into a
-    temporary file beside the target, its SHA-256 is checked, and only then is it moved into place with
-    :func:`os.replace` (atomic on one file system). A checksum mismatch or an interrupted download removes
-    the temporary file and leaves nothing under the final name.
+    ``url`` and ``sha256`` replace the registry's (a mirror, or a local ``file://`` copy); a file already in the
+    cache with the expected checksum is reused.
 
     Raises:
         ConnectionError: the URL cannot be reached (offline); the message says how to place the file by hand.
-        ValueError: the downloaded bytes do not have the pinned SHA-256.
+        ValueError: the downloaded bytes do not have the pinned size or SHA-256.
     """
-    folder = Path(cache_dir).expanduser() if cache_dir is not None else get_cache_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / TINY_SHAKESPEARE_FILENAME
-    if target.is_file():
-        if _sha256(target) == sha256:
-            return target
-        target.unlink()  # a stale or altered copy: fetch it again
-    tmp_fd, tmp_name = tempfile.mkstemp(prefix=f".{TINY_SHAKESPEARE_FILENAME}.", suffix=".part", dir=folder)
-    tmp = Path(tmp_name)
-    try:
-        digest = hashlib.sha256()
-        with os.fdopen(tmp_fd, "wb") as out:
-            try:
-                response = _urlopen(url, timeout)
-            except (urllib.error.URLError, OSError) as err:
-                raise ConnectionError(
-                    f"could not download Tiny Shakespeare from {url} ({err}). {_manual_hint(target, url, sha256)}"
-                ) from err
-            with response:
-                for chunk in iter(lambda: response.read(_CHUNK), b""):
-                    digest.update(chunk)
-                    out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        got = digest.hexdigest()
-        if got != sha256:
-            raise ValueError(
-                f"Tiny Shakespeare from {url} has SHA-256 {got}, expected {sha256}; the file was discarded. "
-                f"{_manual_hint(target, url, sha256)}"
-            )
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return target
+    overrides = {k: v for k, v in (("url", url), ("sha256", sha256)) if v is not None}
+    return _registry.download(_TINY_SHAKESPEARE, cache_dir, timeout=timeout, **overrides)
 
 
 def load_tiny_shakespeare(
@@ -255,14 +191,14 @@ def load_tiny_shakespeare(
     """Tiny Shakespeare as a string, downloading it first if needed (and allowed by ``download``)."""
     if max_chars is not None and (isinstance(max_chars, bool) or not isinstance(max_chars, int) or max_chars <= 0):
         raise ValueError(f"max_chars must be a positive int or None, got {max_chars!r}")
-    folder = Path(cache_dir).expanduser() if cache_dir is not None else get_cache_dir()
-    target = folder / TINY_SHAKESPEARE_FILENAME
     if download:
-        target = download_tiny_shakespeare(folder, **download_kwargs)
-    elif not target.is_file():
-        url = download_kwargs.get("url", TINY_SHAKESPEARE_URL)
-        sha = download_kwargs.get("sha256", TINY_SHAKESPEARE_SHA256)
-        raise FileNotFoundError(f"{target} does not exist and download=False. {_manual_hint(target, url, sha)}")
+        target = download_tiny_shakespeare(cache_dir, **download_kwargs)
+    else:
+        target = _registry.cached_path(_TINY_SHAKESPEARE, cache_dir)
+        if not target.is_file():
+            raise FileNotFoundError(
+                f"{target} does not exist and download=False. {_registry.manual_hint(_TINY_SHAKESPEARE, target)}"
+            )
     text = target.read_text(encoding="utf-8")
     return text if max_chars is None else text[:max_chars]
 
