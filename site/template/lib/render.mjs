@@ -250,6 +250,7 @@ function makeHandlers(ctx) {
     card: (state, node) => el('div', { className: ['card'] }, all(state, node)),
     cardTitle: (state, node) => el('p', { className: ['card-title'] }, all(state, node)),
     grid: (state, node) => el('div', { className: ['grid'] }, all(state, node)),
+    div: (state, node) => el('div', { id: node.html_id, className: cls(node.class) }, all(state, node)),
     embed: (state, node) => el('div', { className: ['embed'] }, all(state, node)),
     include: (state, node) => el('div', { className: ['include'] }, all(state, node)),
     proof: (state, node) => el('div', { className: cls('proof', node.kind), id: node.html_id }, all(state, node)),
