@@ -52,6 +52,7 @@ SUBPACKAGES = {"attention", "models", "data", "train"}
 
 CHAPTER_IN_DOC = re.compile(r"\b(?:Derived|Introduced) in chapter (\d\d)\b")
 ANY_CHAPTER = re.compile(r"\b(?:chapter|ch\.) ?(\d\d)\b")
+CHAPTER_MENTION = re.compile(r"(?<![\w\[])((?:[Cc]hapter|ch\.) ?)(\d\d)\b(?![\]\w])")
 ROLE = re.compile(r":(?:py:)?(class|func|meth|mod|attr|data|exc|obj|cite|math|ref)(?::[pt])?:`([^`]+)`")
 
 
@@ -166,11 +167,14 @@ def collect(package: griffe.Module) -> tuple[dict[str, Entry], dict[str, Entry]]
                             entries[method.path] = Entry(method.path, method)
     by_path = dict(entries)
     for sub in SUBPACKAGES:
+        by_path[package[sub].path] = Entry(package[sub].path, package[sub])
+    for sub in SUBPACKAGES:
         for name, member in package[sub].members.items():
             if member.is_alias and not name.startswith("_"):
                 target = member.target_path
-                if target in entries:
-                    alias = f"{PACKAGE}.{sub}.{name}"
+                alias = f"{PACKAGE}.{sub}.{name}"
+                # Labels are case-insensitive: attnbook.models.GPT would clash with the module attnbook.models.gpt.
+                if target in entries and not any(p.lower() == alias.lower() for p in entries):
                     entries[target].aliases.append(alias)
                     by_path[alias] = entries[target]
                     for method in entries[target].obj.members.values() if entries[target].obj.is_class else []:
@@ -243,6 +247,13 @@ class Converter:
             return f"[`{shown}{suffix}`](#{label(path)})"
         return f"`{shown}{suffix}`"
 
+    def chapter(self, match: re.Match) -> str:
+        """A mention "chapter 04" / "ch. 04" in a docstring: a link to the chapter, when it is written."""
+        number = match.group(2)
+        if not any(CHAPTERS.glob(f"{number}-*.md")):
+            return match.group(0)
+        return f"[{match.group(1)}{number}](#ch{number})"
+
     def inline(self, text: str, context: str) -> str:
         # ``code`` -> `code` (a code span stays as it is, roles inside it too).
         parts = re.split(r"(``.+?``)", text, flags=re.S)
@@ -253,6 +264,7 @@ class Converter:
                 out.append(f"`` {code} ``" if "`" in code else f"`{code}`")
             else:
                 part = ROLE.sub(lambda m: self.role(m, context), part)
+                part = CHAPTER_MENTION.sub(self.chapter, part)
                 # A bare "<" that would start an HTML tag, and "$" (MyST math) are escaped.
                 part = re.sub(r"<(?=[A-Za-z/!])", r"\\<", part)
                 out.append(part.replace("$", r"\$") if ":math:" not in text else part)
@@ -260,11 +272,23 @@ class Converter:
 
     def block(self, text: str, context: str) -> str:
         """Paragraphs, lists and ``::`` literal blocks (and >>> examples) of a docstring section."""
+        text = re.sub(r"``(.+?)``", lambda m: "``" + re.sub(r"\s*\n\s*", " ", m.group(1)) + "``", text, flags=re.S)
         lines = text.strip("\n").split("\n")
         out: list[str] = []
         i = 0
         while i < len(lines):
             line = lines[i]
+            directive = re.match(r"^(\s*)\.\. math::\s*(.*)$", line)
+            if directive:
+                # reStructuredText display math: the rest of the line and the lines indented under it.
+                indent = len(directive.group(1))
+                math = [directive.group(2)] if directive.group(2).strip() else []
+                i += 1
+                while i < len(lines) and (not lines[i].strip() or len(lines[i]) - len(lines[i].lstrip()) > indent):
+                    math.append(lines[i].strip())
+                    i += 1
+                out += ["", "```{math}", "\n".join(m for m in math if m).strip(), "```", ""]
+                continue
             if line.lstrip().startswith(">>>"):
                 start = i
                 while i < len(lines) and lines[i].strip():

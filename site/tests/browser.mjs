@@ -2,7 +2,7 @@
 // Browser test of the built site: serves the static site on 127.0.0.1, opens every page in headless Chromium
 // (Debian's /usr/bin/chromium driven by playwright-core) and checks what a reader sees.
 //
-//   node site/tests/browser.mjs [SITE_DIR=_build/html] [--screenshots DIR] [--chromium PATH]
+//   node site/tests/browser.mjs [SITE_DIR=_build/html] [--screenshots DIR] [--chromium PATH] [--full-page]
 //
 // Per page: HTTP 200; no request fails or leaves 127.0.0.1; no cell error (unless tagged raises-exception); math
 // rendered by KaTeX with its fonts loaded and no
@@ -32,8 +32,12 @@ const option = (name, fallback) => {
   return value;
 };
 const chromiumPath = option('--chromium', process.env.CHROMIUM || '/usr/bin/chromium');
-const siteDir = resolve(args.find((a) => !a.startsWith('--')) ?? option('--site', '_build/html'));
+const siteDir = resolve(args.find((a) => !a.startsWith('--')) ?? '_build/html');
 const shotDir = resolve(option('--screenshots', join(siteDir, '..', 'screenshots')));
+// Screenshots show the first screen of each page; --full-page takes whole pages (slow: long chapters are tall).
+const fullPageShots = args.includes('--full-page');
+let shotMs = 0;
+const PHONE_WIDTH = 390;
 
 const TYPES = {
   '.html': 'text/html; charset=utf-8', '.css': 'text/css', '.js': 'text/javascript', '.json': 'application/json',
@@ -173,7 +177,9 @@ async function main() {
       const seen = await tab.evaluate(inspectPage);
       idsByPath.set(new URL(tab.url()).pathname, new Set(seen.ids));
       const name = page.slug.replace(/[^\w.-]+/g, '_');
-      await tab.screenshot({ path: join(shotDir, `${name}.png`), fullPage: true });
+      const shot = Date.now();
+      await tab.screenshot({ path: join(shotDir, `${name}.png`), fullPage: fullPageShots, timeout: 120_000 });
+      shotMs += Date.now() - shot;
       badRequests.forEach((r) => fail(page, `request failed: ${r}`));
       if (!seen.hasArticle) fail(page, 'no <article>: the page did not render');
       if (!seen.title) fail(page, 'no title');
@@ -212,7 +218,7 @@ async function main() {
       if (source) {
         const figures = [...source.matchAll(/^:::\{figure\} *(\S+\.svg)/gm)].map((m) => m[1]);
         if (figures.length && !seen.diagrams.filter((d) => d.ok).length) fail(page, `its source has ${figures.length} SVG diagram(s) (${figures[0]}, ...) but none renders`);
-        if (figures.length) diagramPages += 1;
+        if (figures.length && seen.diagrams.some((d) => d.ok)) diagramPages += 1;
         // Every [text](#label) of the source is a link on the page, to the page (and anchor) that carries the label.
         for (const [, target] of source.matchAll(/\]\(#([\w-]+)\)/g)) {
           const ref = xrefs.get(target.toLowerCase());
@@ -250,15 +256,21 @@ async function main() {
         if (!ids.has(fragment)) failures.push(`${from}: link to ${path}#${fragment}: no such anchor`);
       }
     }
-    console.log(`${diagramPages} chapter pages with SVG diagrams (all rendered); ${labelLinks} label links of the sources found on their pages`);
-    await checkSearch(context, origin, pages, failures);
-    await checkApiEntry(context, origin, pages, failures);
-    await checkPhoneWidth(browser, origin, pages, failures);
+    console.log(`${diagramPages} page(s) with SVG diagrams rendered; ${labelLinks} label links of the sources found on their pages`);
+    const timed = async (name, check) => {
+      const t0 = Date.now();
+      await check();
+      console.log(`  (${name}: ${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+    };
+    console.log(`  (pages: ${((Date.now() - started) / 1000).toFixed(1)} s)`);
+    await timed('search', () => checkSearch(context, origin, pages, failures));
+    await timed('API entry', () => checkApiEntry(context, origin, pages, failures));
+    await timed('phone width', () => checkPhoneWidth(browser, origin, pages, failures));
   } finally {
     await browser.close();
     server.close();
   }
-  console.log(`checked ${pages.length} pages and ${linkTargets.size} internal link targets in ${((Date.now() - started) / 1000).toFixed(1)} s; screenshots in ${shotDir}`);
+  console.log(`checked ${pages.length} pages and ${linkTargets.size} internal link targets in ${((Date.now() - started) / 1000).toFixed(1)} s (screenshots ${(shotMs / 1000).toFixed(1)} s); screenshots in ${shotDir}`);
   if (failures.length) {
     console.error(`\nBROWSER TEST FAILED (${failures.length} problems):`);
     failures.forEach((f) => console.error(`  - ${f}`));
@@ -336,22 +348,27 @@ async function checkApiEntry(context, origin, pages, failures) {
 
 /** At phone width the page itself never scrolls sideways (wide code, tables and math scroll inside their boxes). */
 async function checkPhoneWidth(browser, origin, pages, failures) {
-  const context = await browser.newContext({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
+  const context = await browser.newContext({ viewport: { width: PHONE_WIDTH, height: 844 }, isMobile: true, hasTouch: true });
   try {
     const tab = await context.newPage();
     for (const page of pages) {
-      await tab.goto(`${origin}${page.url}`, { waitUntil: 'load' });
-      const { scrollWidth, innerWidth, culprits } = await tab.evaluate(() => ({
+      // The layout is all that matters here: no need to wait for images ("load").
+      await tab.goto(`${origin}${page.url}`, { waitUntil: 'domcontentloaded' });
+      // A mobile browser widens its layout viewport to fit wide content (innerWidth grows with it), so both are
+      // compared with the phone's 390 px.
+      const { scrollWidth, innerWidth, culprits } = await tab.evaluate((width) => ({
         scrollWidth: document.documentElement.scrollWidth,
         innerWidth: window.innerWidth,
-        culprits: [...document.querySelectorAll('body *')].filter((el) => el.getBoundingClientRect().right > window.innerWidth + 1)
-          .filter((el) => !el.closest('pre, .table-wrapper, .math-display, .output-html, .katex-display'))
+        culprits: [...document.querySelectorAll('body *')].filter((el) => el.getBoundingClientRect().right > width + 1)
+          .filter((el) => !el.parentElement.closest('pre, .table-wrapper, .math-display, .output-html, .katex-display, .katex-mathml, svg'))
           .slice(0, 3).map((el) => `${el.tagName.toLowerCase()}.${[...el.classList].join('.')}`),
-      }));
-      if (scrollWidth > innerWidth) failures.push(`${page.url} at 390 px: the page scrolls sideways (${scrollWidth} > ${innerWidth}): ${culprits.join(', ')}`);
+      }), PHONE_WIDTH);
+      if (Math.max(scrollWidth, innerWidth) > PHONE_WIDTH) {
+        failures.push(`${page.url} at ${PHONE_WIDTH} px: the page scrolls sideways (scrollWidth ${scrollWidth}, innerWidth ${innerWidth}): ${culprits.join(', ')}`);
+      }
       if (page.url === '/' || page.chapter) await tab.screenshot({ path: join(shotDir, `phone-${page.slug.replace(/[^\w.-]+/g, '_')}.png`) });
     }
-    console.log(`phone width (390 px): ${pages.length} pages checked for sideways scrolling`);
+    console.log(`phone width (${PHONE_WIDTH} px): ${pages.length} pages checked for sideways scrolling`);
   } finally {
     await context.close();
   }
