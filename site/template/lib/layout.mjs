@@ -123,7 +123,7 @@ ${description ? `<meta name="description" content="${escapeHtml(description)}">`
 <script src="${base}/pagefind/pagefind-ui.js" defer></script>
 <script>
 window.addEventListener('DOMContentLoaded', () => {
-  if (window.PagefindUI) new PagefindUI({ element: '#search', showSubResults: true, showImages: false, resetStyles: false });
+  if (window.PagefindUI) new PagefindUI({ element: '#search', baseUrl: '${base}/', showSubResults: true, showImages: false, resetStyles: false });
 });
 </script>
 </head>
