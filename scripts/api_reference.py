@@ -168,13 +168,15 @@ def collect(package: griffe.Module) -> tuple[dict[str, Entry], dict[str, Entry]]
     by_path = dict(entries)
     for sub in SUBPACKAGES:
         by_path[package[sub].path] = Entry(package[sub].path, package[sub])
-    for sub in SUBPACKAGES:
-        for name, member in package[sub].members.items():
+    taken = {path.lower() for path in by_path}
+    for namespace in [package, *(package[sub] for sub in sorted(SUBPACKAGES))]:
+        for name, member in namespace.members.items():
             if member.is_alias and not name.startswith("_"):
                 target = member.target_path
-                alias = f"{PACKAGE}.{sub}.{name}"
+                alias = f"{namespace.path}.{name}"
                 # Labels are case-insensitive: attnbook.models.GPT would clash with the module attnbook.models.gpt.
-                if target in entries and not any(p.lower() == alias.lower() for p in entries):
+                if target in entries and alias.lower() not in taken:
+                    taken.add(alias.lower())
                     entries[target].aliases.append(alias)
                     by_path[alias] = entries[target]
                     for method in entries[target].obj.members.values() if entries[target].obj.is_class else []:

@@ -118,6 +118,9 @@ def test_api_reference_is_generated_with_chapters_and_labels(tmp_path):
     assert "(api-attnbook-attention-MultiHeadAttention)=" in entry
     assert "class MultiHeadAttention(" in entry and "embed_dim: int" in entry
     assert "derived in [chapter 04](#ch04)" in entry
+    # Labels are case-insensitive in MyST: no two entries may share one.
+    labels = [m.lower() for p in tmp_path.glob("*.md") for m in re.findall(r"^\((api-[^)]+)\)=$", p.read_text(), re.M)]
+    assert len(labels) == len(set(labels)), sorted({label for label in labels if labels.count(label) > 1})
     # Every module of the package is documented on some page, and every entry of chapters 01-06's modules has
     # its chapter (the Promote sections and docstrings name them).
     pages = "".join(p.read_text() for p in tmp_path.glob("api-*.md"))
