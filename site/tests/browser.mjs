@@ -216,7 +216,7 @@ async function main() {
       const pageJson = JSON.parse(readFileSync(join(siteDir, page.url === '/' ? 'index.json' : `${page.url.slice(1, -1)}.json`), 'utf8'));
       const source = sourceOf(pageJson.location);
       if (source) {
-        const figures = [...source.matchAll(/^:::\{figure\} *(\S+\.svg)/gm)].map((m) => m[1]);
+        const figures = [...source.matchAll(/^(?::{3,}|`{3,})\{figure\} *(\S+\.svg)|!\[[^\]]*\]\((\S+\.svg)\)/gm)].map((m) => m[1] ?? m[2]);
         if (figures.length && !seen.diagrams.filter((d) => d.ok).length) fail(page, `its source has ${figures.length} SVG diagram(s) (${figures[0]}, ...) but none renders`);
         if (figures.length && seen.diagrams.some((d) => d.ok)) diagramPages += 1;
         // Every [text](#label) of the source is a link on the page, to the page (and anchor) that carries the label.
