@@ -529,6 +529,8 @@ def main() -> int:
         if stem in SUBPACKAGES:
             sub = package[stem]
             body += [f"({label(sub.path)})=", f"# {title}", "", *render_sections(sub, conv), ""]
+            if stem == "train":
+                body += ["How the chapters use it: [How the book trains models](#appendix-training).", ""]
         else:
             body += [f"# {title}", ""]
         for name in modules:
