@@ -80,7 +80,7 @@ def test_toc_ends_with_the_appendices_and_the_api_reference():
     for name in appendices:
         text = (ROOT / name).read_text()
         label = f"(appendix-{Path(name).stem})="
-        assert re.search(rf"^{re.escape(label)}\n# ", text, re.M), f"{name} must have {label} right above its title"
+        assert re.search(rf"^{re.escape(label)}$", text, re.M), f"{name} must have the label {label} (above its title)"
     # The API pages are generated into _build/api/ by scripts/api_reference.py, one per entry of its PAGES.
     import importlib.util
 
