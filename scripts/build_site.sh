@@ -11,8 +11,11 @@
 # site/template/package-lock.json) when node_modules is missing or the lockfile changed; (3) chapters whose
 # executed notebook _build/executed/NN-slug.ipynb is missing or stale (older than its chapter or than the
 # attnbook package, different cells, an error output or a cell not run) are executed by scripts/execute_chapters.py;
-# (4) `myst build --html` with the template in site/template. Exits non-zero if a chapter failed to execute
-# (the site is still built, showing the error) or if the site build failed.
+# (4) the API reference, _build/api/*.md, from attnbook's docstrings (scripts/api_reference.py), and the
+# chapters' diagrams, chapters/images/, copied next to the executed notebooks (_build/executed/images/) so
+# that their figures resolve; (5) `myst build --html` with the template in site/template; (6) the search index,
+# _build/html/pagefind/, by Pagefind. Exits non-zero if a chapter failed to execute (the site is still built,
+# showing the error) or if the site build failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -21,7 +24,7 @@ for arg in "$@"; do
   case "$arg" in
     --force) mode=all ;;
     --no-execute) mode=none ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "build_site.sh: unknown argument $arg" >&2; exit 2 ;;
   esac
 done
@@ -81,7 +84,14 @@ PY
   fi
 fi
 
-# (4) The site. mystmd starts the template's server and crawls it; run it in its own process group so that
+# (4) The API reference and the diagrams (the pages are built from _build/executed/, so the chapters' relative
+# image paths, images/NN-name.svg, must resolve there).
+.venv/bin/python scripts/api_reference.py
+rm -rf _build/executed/images
+mkdir -p _build/executed
+if [ -d chapters/images ]; then cp -r chapters/images _build/executed/images; fi
+
+# (5) The site. mystmd starts the template's server and crawls it; run it in its own process group so that
 # nothing it started outlives it, and with a time limit (a template server that never starts would hang it).
 echo "== myst build --html"
 rm -rf _build/html
@@ -104,6 +114,11 @@ if grep -q "Table of contents entry does not exist" "$log"; then
   echo "build_site.sh: a chapter listed in myst.yml has no executed notebook (see above); its page is missing" >&2
   exit 1
 fi
+# (6) Full-text search: Pagefind indexes each page's <article data-pagefind-body> (math and cell outputs left out).
+pagefind_start=$(date +%s)
+"$template/node_modules/.bin/pagefind" --site _build/html --exclude-selectors ".katex, .outputs, .anchor" \
+  >_build/pagefind.log 2>&1 || { cat _build/pagefind.log; echo "build_site.sh: pagefind failed" >&2; exit 1; }
+echo "== search index: $(grep -Eo 'Indexed [0-9]+ pages?' _build/pagefind.log | head -n1) in $(( $(date +%s) - pagefind_start )) s"
 pages=$(find _build/html -name index.html | wc -l)
 echo "== site built in $(( $(date +%s) - start )) s: $pages pages, $(du -sh _build/html | cut -f1) in _build/html/ (log: $log)"
 if [ "$execute_failed" -ne 0 ]; then

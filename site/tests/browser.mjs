@@ -2,14 +2,17 @@
 // Browser test of the built site: serves the static site on 127.0.0.1, opens every page in headless Chromium
 // (Debian's /usr/bin/chromium driven by playwright-core) and checks what a reader sees.
 //
-//   node site/tests/browser.mjs [SITE_DIR=_build/html] [--screenshots DIR] [--chromium PATH]
+//   node site/tests/browser.mjs [SITE_DIR=_build/html] [--screenshots DIR] [--chromium PATH] [--full-page]
 //
 // Per page: HTTP 200; no request fails or leaves 127.0.0.1; no cell error (unless tagged raises-exception); math
 // rendered by KaTeX with its fonts loaded and no
 // raw TeX left; every image decoded; every equation/figure/table reference points at an element carrying the
 // same number; citations link to a rendered bibliography entry; chapter pages have Colab and download links,
-// previous/next links and the sidebar. Every internal link (and #anchor) of every page resolves. A full-page
-// screenshot of each page is saved. Exits 1 with one line per problem.
+// previous/next links and the sidebar; every diagram (an SVG figure of the chapter's source) renders; every link of
+// the source to a label (`[chapter 05](#ch05)`, `(#appendix-notation)`, `(#api-...)`) is a link on the page.
+// Every internal link (and #anchor) of every page resolves. Then: the search box finds "skew" and its first result
+// opens chapter 05; MultiHeadAttention's API entry opens, with its signature and a link to its chapter; at phone
+// width (390 px) no page scrolls sideways. A screenshot of each page is saved. Exits 1 with one line per problem.
 
 import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { createServer } from 'node:http';
@@ -29,8 +32,12 @@ const option = (name, fallback) => {
   return value;
 };
 const chromiumPath = option('--chromium', process.env.CHROMIUM || '/usr/bin/chromium');
-const siteDir = resolve(args.find((a) => !a.startsWith('--')) ?? option('--site', '_build/html'));
+const siteDir = resolve(args.find((a) => !a.startsWith('--')) ?? '_build/html');
 const shotDir = resolve(option('--screenshots', join(siteDir, '..', 'screenshots')));
+// Screenshots show the first screen of each page; --full-page takes whole pages (slow: long chapters are tall).
+const fullPageShots = args.includes('--full-page');
+let shotMs = 0;
+const PHONE_WIDTH = 390;
 
 const TYPES = {
   '.html': 'text/html; charset=utf-8', '.css': 'text/css', '.js': 'text/javascript', '.json': 'application/json',
@@ -65,9 +72,19 @@ function pagesOf(config) {
   const url = (slug) => (slug === project.index ? '/' : `/${slug.replace(/\.index$/, '').replace(/\./g, '/')}/`);
   const pages = [{ slug: project.index ?? 'index', url: '/', chapter: false }];
   for (const page of project.pages ?? []) {
-    if (page.slug) pages.push({ slug: page.slug, url: url(page.slug), chapter: true, title: page.title });
+    // Chapters are titled "NN. Title"; the appendices and the API reference are pages too, but not chapters.
+    if (page.slug) pages.push({ slug: page.slug, url: url(page.slug), chapter: /^\d\d\. /.test(page.title ?? ''), title: page.title });
   }
   return pages;
+}
+
+/** The page's source in the repository (when run from its root): chapters/NN-slug.md for an executed notebook. */
+function sourceOf(location) {
+  if (!location || !existsSync('myst.yml')) return undefined;
+  let file = location.replace(/^\/+/, '');
+  const name = file.split('/').pop();
+  if (file.startsWith('_build/executed/')) file = join('chapters', name.replace(/\.ipynb$/, '.md'));
+  return existsSync(file) ? readFileSync(file, 'utf8') : undefined;
 }
 
 /** Runs inside the page: everything the reader would see, as data. */
@@ -107,6 +124,9 @@ function inspectPage() {
     highlightedCode: document.querySelectorAll('pre code.hljs span[class^="hljs-"]').length,
     codeBlocks: document.querySelectorAll('pre code').length,
     widgetLeaks: [...document.querySelectorAll('pre.output')].map(text).filter((t) => /^(interactive|VBox|HBox|IntSlider|FloatSlider)\(/.test(t)).length,
+    diagrams: [...document.querySelectorAll('figure img')].filter((img) => /\.svg$/.test(img.getAttribute('src') ?? ''))
+      .map((img) => ({ src: img.getAttribute('src'), ok: img.complete && img.naturalWidth > 0 })),
+    hrefs: [...document.querySelectorAll('article a[href]')].map((a) => new URL(a.href).pathname.replace(/\/$/, '') + new URL(a.href).hash),
   };
 }
 
@@ -129,6 +149,14 @@ async function main() {
   const fail = (page, message) => failures.push(`${page.url}: ${message}`);
   const linkTargets = new Map(); // url without fragment -> set of fragments wanted
   const idsByPath = new Map();
+  // Labels -> {url, kind, html_id}, as mystmd resolved them.
+  const xrefs = new Map();
+  for (const ref of JSON.parse(readFileSync(join(siteDir, 'myst.xref.json'), 'utf8')).references ?? []) {
+    if (ref.identifier) xrefs.set(ref.identifier.toLowerCase(), ref);
+  }
+  let diagramPages = 0;
+  let labelLinks = 0;
+  const started = Date.now();
   try {
     const context = await browser.newContext({ viewport: { width: 1440, height: 900 } });
     for (const page of pages) {
@@ -149,7 +177,9 @@ async function main() {
       const seen = await tab.evaluate(inspectPage);
       idsByPath.set(new URL(tab.url()).pathname, new Set(seen.ids));
       const name = page.slug.replace(/[^\w.-]+/g, '_');
-      await tab.screenshot({ path: join(shotDir, `${name}.png`), fullPage: true });
+      const shot = Date.now();
+      await tab.screenshot({ path: join(shotDir, `${name}.png`), fullPage: fullPageShots, timeout: 120_000 });
+      shotMs += Date.now() - shot;
       badRequests.forEach((r) => fail(page, `request failed: ${r}`));
       if (!seen.hasArticle) fail(page, 'no <article>: the page did not render');
       if (!seen.title) fail(page, 'no title');
@@ -183,6 +213,26 @@ async function main() {
         if (!seen.download.length) fail(page, 'no "Download notebook" link');
         if (seen.codeBlocks && !seen.highlightedCode) fail(page, 'code is not syntax-highlighted');
       }
+      const pageJson = JSON.parse(readFileSync(join(siteDir, page.url === '/' ? 'index.json' : `${page.url.slice(1, -1)}.json`), 'utf8'));
+      const source = sourceOf(pageJson.location);
+      if (source) {
+        const figures = [...source.matchAll(/^(?::{3,}|`{3,})\{figure\} *(\S+\.svg)|!\[[^\]]*\]\((\S+\.svg)\)/gm)].map((m) => m[1] ?? m[2]);
+        if (figures.length && !seen.diagrams.filter((d) => d.ok).length) fail(page, `its source has ${figures.length} SVG diagram(s) (${figures[0]}, ...) but none renders`);
+        if (figures.length && seen.diagrams.some((d) => d.ok)) diagramPages += 1;
+        // Every [text](#label) of the source is a link on the page, to the page (and anchor) that carries the label.
+        for (const [, target] of source.matchAll(/\]\(#([\w-]+)\)/g)) {
+          const ref = xrefs.get(target.toLowerCase());
+          if (!ref) {
+            fail(page, `link to #${target}: no page or anchor has this label`);
+            continue;
+          }
+          const want = ref.kind === 'page' ? ref.url.replace(/\/$/, '') : `${ref.url.replace(/\/$/, '')}#${ref.html_id ?? ref.identifier}`;
+          const local = ref.url.replace(/\/$/, '') === page.url.replace(/\/$/, '');
+          const found = seen.hrefs.some((h) => h === want || (ref.kind === 'page' ? h.split('#')[0] === want : local && h.endsWith(`#${ref.html_id ?? ref.identifier}`)));
+          if (!found) fail(page, `[...](#${target}) of the source is not a link to ${want} on the page`);
+          else labelLinks += 1;
+        }
+      }
       for (const link of seen.links) {
         const url = new URL(link);
         if (url.origin !== origin) continue;
@@ -206,17 +256,122 @@ async function main() {
         if (!ids.has(fragment)) failures.push(`${from}: link to ${path}#${fragment}: no such anchor`);
       }
     }
+    console.log(`${diagramPages} page(s) with SVG diagrams rendered; ${labelLinks} label links of the sources found on their pages`);
+    const timed = async (name, check) => {
+      const t0 = Date.now();
+      await check();
+      console.log(`  (${name}: ${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+    };
+    console.log(`  (pages: ${((Date.now() - started) / 1000).toFixed(1)} s)`);
+    await timed('search', () => checkSearch(context, origin, pages, failures));
+    await timed('API entry', () => checkApiEntry(context, origin, pages, failures));
+    await timed('phone width', () => checkPhoneWidth(browser, origin, pages, failures));
   } finally {
     await browser.close();
     server.close();
   }
-  console.log(`checked ${pages.length} pages and ${linkTargets.size} internal link targets; screenshots in ${shotDir}`);
+  console.log(`checked ${pages.length} pages and ${linkTargets.size} internal link targets in ${((Date.now() - started) / 1000).toFixed(1)} s (screenshots ${(shotMs / 1000).toFixed(1)} s); screenshots in ${shotDir}`);
   if (failures.length) {
     console.error(`\nBROWSER TEST FAILED (${failures.length} problems):`);
     failures.forEach((f) => console.error(`  - ${f}`));
     process.exit(1);
   }
   console.log('browser test passed');
+}
+
+/** The search box (Pagefind): "skew" is found, and the first result opens chapter 05. */
+async function checkSearch(context, origin, pages, failures) {
+  const chapter05 = pages.find((p) => /^05\. /.test(p.title ?? ''));
+  if (!chapter05) return; // a book without chapter 05 has nothing to find
+  const tab = await context.newPage();
+  try {
+    await tab.goto(`${origin}/`, { waitUntil: 'load' });
+    const input = tab.locator('#search input.pagefind-ui__search-input');
+    await input.waitFor({ timeout: 10_000 });
+    await input.fill('skew');
+    const first = tab.locator('#search .pagefind-ui__result-link').first();
+    await first.waitFor({ timeout: 10_000 });
+    const results = await tab.locator('#search .pagefind-ui__result').count();
+    await tab.screenshot({ path: join(shotDir, 'search-skew.png') });
+    await first.click();
+    await tab.waitForLoadState('load');
+    const landed = new URL(tab.url()).pathname;
+    if (landed.replace(/\/$/, '') !== chapter05.url.replace(/\/$/, '')) failures.push(`search "skew": the first result opens ${landed}, not chapter 05 (${chapter05.url})`);
+    else console.log(`search "skew": ${results} result(s); the first opens ${landed}`);
+  } catch (error) {
+    failures.push(`search "skew" failed: ${String(error.message ?? error).split('\n')[0]}`);
+  } finally {
+    await tab.close();
+  }
+}
+
+/** MultiHeadAttention's API entry: its anchor opens, with the signature, the public path's anchor, and a link to chapter 04. */
+async function checkApiEntry(context, origin, pages, failures) {
+  const api = pages.find((p) => p.slug === 'api-attention');
+  if (!api) {
+    failures.push('no API reference page for attnbook.attention (api-attention)');
+    return;
+  }
+  const tab = await context.newPage();
+  try {
+    await tab.goto(`${origin}${api.url}#api-attnbook-attention-core-multiheadattention`, { waitUntil: 'load' });
+    const entry = await tab.evaluate(() => {
+      const heading = document.getElementById('api-attnbook-attention-core-multiheadattention');
+      if (!heading) return undefined;
+      const box = heading.getBoundingClientRect();
+      const parts = [];
+      for (let el = heading.nextElementSibling; el && !/^H[1-4]$/.test(el.tagName); el = el.nextElementSibling) parts.push(el);
+      return {
+        heading: heading.textContent,
+        inView: box.top >= 0 && box.top < window.innerHeight,
+        alias: Boolean(document.getElementById('api-attnbook-attention-multiheadattention')),
+        signature: parts.map((el) => el.querySelector('pre code')?.textContent ?? '').join(''),
+        chapterLinks: parts.flatMap((el) => [...el.querySelectorAll('a')]).filter((a) => /chapter \d\d/.test(a.textContent)).map((a) => ({ text: a.textContent, href: a.href })),
+      };
+    });
+    await tab.screenshot({ path: join(shotDir, 'api-MultiHeadAttention.png') });
+    if (!entry) failures.push(`${api.url}: no entry #api-attnbook-attention-core-multiheadattention`);
+    else {
+      if (!entry.inView) failures.push(`${api.url}#api-attnbook-attention-core-multiheadattention: the entry is not scrolled into view`);
+      if (!entry.alias) failures.push(`${api.url}: no anchor for the public path attnbook.attention.MultiHeadAttention`);
+      if (!/class MultiHeadAttention\(\s*embed_dim/.test(entry.signature)) failures.push(`${api.url}: MultiHeadAttention's signature is missing`);
+      const chapter04 = pages.find((p) => /^04\. /.test(p.title ?? ''));
+      const link = entry.chapterLinks.find((l) => /chapter 04/.test(l.text));
+      if (chapter04 && (!link || new URL(link.href).pathname.replace(/\/$/, '') !== chapter04.url.replace(/\/$/, ''))) {
+        failures.push(`${api.url}: MultiHeadAttention's entry does not link to chapter 04 (${chapter04.url}): ${JSON.stringify(entry.chapterLinks)}`);
+      } else console.log(`API entry MultiHeadAttention: signature, public-path anchor, link to ${link?.href ?? 'its chapter'}`);
+    }
+  } finally {
+    await tab.close();
+  }
+}
+
+/** At phone width the page itself never scrolls sideways (wide code, tables and math scroll inside their boxes). */
+async function checkPhoneWidth(browser, origin, pages, failures) {
+  const context = await browser.newContext({ viewport: { width: PHONE_WIDTH, height: 844 }, isMobile: true, hasTouch: true });
+  try {
+    const tab = await context.newPage();
+    for (const page of pages) {
+      // The layout is all that matters here: no need to wait for images ("load").
+      await tab.goto(`${origin}${page.url}`, { waitUntil: 'domcontentloaded' });
+      // A mobile browser widens its layout viewport to fit wide content (innerWidth grows with it), so both are
+      // compared with the phone's 390 px.
+      const { scrollWidth, innerWidth, culprits } = await tab.evaluate((width) => ({
+        scrollWidth: document.documentElement.scrollWidth,
+        innerWidth: window.innerWidth,
+        culprits: [...document.querySelectorAll('body *')].filter((el) => el.getBoundingClientRect().right > width + 1)
+          .filter((el) => !el.parentElement.closest('pre, .table-wrapper, .math-display, .output-html, .katex-display, .katex-mathml, svg'))
+          .slice(0, 3).map((el) => `${el.tagName.toLowerCase()}.${[...el.classList].join('.')}`),
+      }), PHONE_WIDTH);
+      if (Math.max(scrollWidth, innerWidth) > PHONE_WIDTH) {
+        failures.push(`${page.url} at ${PHONE_WIDTH} px: the page scrolls sideways (scrollWidth ${scrollWidth}, innerWidth ${innerWidth}): ${culprits.join(', ')}`);
+      }
+      if (page.url === '/' || page.chapter) await tab.screenshot({ path: join(shotDir, `phone-${page.slug.replace(/[^\w.-]+/g, '_')}.png`) });
+    }
+    console.log(`phone width (${PHONE_WIDTH} px): ${pages.length} pages checked for sideways scrolling`);
+  } finally {
+    await context.close();
+  }
 }
 
 main().catch((error) => {

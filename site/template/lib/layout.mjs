@@ -1,5 +1,7 @@
 // The HTML page around a rendered body: top bar, sidebar table of contents (parts, chapters, planned chapters),
-// chapter actions (Colab, download), "on this page" headings, previous/next links. No JavaScript is needed.
+// chapter actions (Colab, download), "on this page" headings, previous/next links. No JavaScript is needed
+// except for the search box: Pagefind's UI, whose index scripts/build_site.sh writes into _build/html/pagefind/
+// after the build (under `myst start` there is no index, and the box stays empty).
 
 const escapeHtml = (value) => String(value ?? '').replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
@@ -36,7 +38,7 @@ function sidebar(site, current, base) {
     const active = entry.slug === current ? ' aria-current="page" class="active"' : '';
     return `<li class="toc-page level-${entry.level}"><a href="${pageUrl(base, entry.slug, site.indexSlug)}"${active}>${title}</a></li>`;
   });
-  return `<nav class="sidebar" aria-label="Table of contents"><ul>\n${items.join('\n')}\n</ul></nav>`;
+  return `<nav class="sidebar" id="toc" aria-label="Table of contents"><ul>\n${items.join('\n')}\n</ul></nav>`;
 }
 
 function pager(site, current, base) {
@@ -101,7 +103,7 @@ function onThisPage(headings) {
   return `<aside class="page-toc" aria-label="On this page"><p class="page-toc-title">On this page</p><ul>\n${li}\n</ul></aside>`;
 }
 
-export function layout({ page, body, headings, site, base, options }) {
+export function layout({ page, body, headings, site, base, options, titleId }) {
   const title = page.frontmatter?.title ?? site.title;
   const isIndex = page.slug === site.indexSlug;
   const docTitle = isIndex ? site.title : `${title} · ${site.title}`;
@@ -117,14 +119,21 @@ ${description ? `<meta name="description" content="${escapeHtml(description)}">`
 <link rel="icon" href="${base}/favicon.ico">
 <link rel="stylesheet" href="${base}/katex/katex.min.css">
 <link rel="stylesheet" href="${base}/myst-theme.css">
+<link rel="stylesheet" href="${base}/pagefind/pagefind-ui.css">
+<script src="${base}/pagefind/pagefind-ui.js" defer></script>
+<script>
+window.addEventListener('DOMContentLoaded', () => {
+  if (window.PagefindUI) new PagefindUI({ element: '#search', baseUrl: '${base}/', showSubResults: true, showImages: false, resetStyles: false });
+});
+</script>
 </head>
 <body>
-<header class="topbar"><a class="brand" href="${base}/">${escapeHtml(site.title)}</a></header>
+<header class="topbar"><a class="brand" href="${base}/">${escapeHtml(site.title)}</a><a class="toc-jump" href="#toc">Contents</a><div id="search" class="search" role="search"></div></header>
 <div class="layout">
 ${sidebar(site, page.slug, base)}
 <main class="content">
-<article class="page" data-slug="${escapeHtml(page.slug)}">
-<h1 class="page-title">${escapeHtml(title)}</h1>
+<article class="page" data-slug="${escapeHtml(page.slug)}" data-pagefind-body>
+<h1 class="page-title"${titleId ? ` id="${escapeHtml(titleId)}"` : ''}>${escapeHtml(title)}</h1>
 ${chapterActions(page, site, options)}
 ${body}
 ${isIndex ? contents(site, base) : ''}

@@ -241,7 +241,8 @@ function makeHandlers(ctx) {
     keyboard: (state, node) => el('kbd', {}, all(state, node)),
     underline: (state, node) => el('u', {}, all(state, node)),
     smallcaps: (state, node) => el('span', { className: ['smallcaps'] }, all(state, node)),
-    definitionList: (state, node) => el('dl', {}, all(state, node)),
+    // Line breaks between terms and definitions, so that text extracted from the page (search) keeps words apart.
+    definitionList: (state, node) => el('dl', {}, all(state, node).flatMap((child) => [child, text('\n')])),
     definitionTerm: (state, node) => el('dt', {}, all(state, node)),
     definitionDescription: (state, node) => el('dd', {}, all(state, node)),
     aside: (state, node) => el('aside', { className: cls('margin', node.kind) }, all(state, node)),
@@ -250,6 +251,7 @@ function makeHandlers(ctx) {
     card: (state, node) => el('div', { className: ['card'] }, all(state, node)),
     cardTitle: (state, node) => el('p', { className: ['card-title'] }, all(state, node)),
     grid: (state, node) => el('div', { className: ['grid'] }, all(state, node)),
+    div: (state, node) => el('div', { id: node.html_id, className: cls(node.class) }, all(state, node)),
     embed: (state, node) => el('div', { className: ['embed'] }, all(state, node)),
     include: (state, node) => el('div', { className: ['include'] }, all(state, node)),
     proof: (state, node) => el('div', { className: cls('proof', node.kind), id: node.html_id }, all(state, node)),
