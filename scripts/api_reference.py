@@ -40,7 +40,7 @@ PACKAGE = "attnbook"
 PAGES = [
     ("attention", "attnbook.attention", ["kernel", "additive", "functional", "masks", "core", "positional"]),
     ("models", "attnbook.models", ["pointer", "transformer", "gpt", "block_transformer"]),
-    ("data", "attnbook.data", ["regression", "pointer", "seq2seq", "positions", "text"]),
+    ("data", "attnbook.data", ["regression", "pointer", "seq2seq", "positions", "text", "registry"]),
     (
         "train",
         "attnbook.train",
