@@ -12,9 +12,10 @@ Attention is not written again here: each block's :class:`CausalSelfAttention` o
 
 **Decoding with a KV cache** :cite:`pope2023efficiently`. A causal model's keys and values at position
 ``s`` never change once computed, because position ``s`` sees only ``x_{<=s}``. So generation can keep them
-(:class:`KVCache`, ``2 * n_layer * n_embd`` numbers per token) and, at each step, project only the newest
-token: ``q_t, k_t, v_t`` of shape ``(B, H, 1, D)``, append ``k_t, v_t`` to the cache and attend to
-``K_{<=t}, V_{<=t}`` of shape ``(B, H, t, D)``. Compute per step falls from ``O(t)`` token-forwards to one;
+(:class:`KVCache`, ``2 * n_layer * G * d`` numbers per token, ``G = n_kv_head`` and ``d = n_embd / n_head``)
+and, at each step, project only the newest token: ``q_t`` of shape ``(B, H, 1, d)``, ``k_t, v_t`` of shape
+``(B, G, 1, d)``, append ``k_t, v_t`` to the cache and attend to ``K_{<=t}, V_{<=t}`` of shape
+``(B, G, t, d)``. Compute per step falls from ``O(t)`` token-forwards to one;
 what remains is reading the cache, ``O(t)`` memory traffic per token, which is what chapter 06 measures
 (:class:`DecodeStats`) and what the Block Transformer (:mod:`attnbook.models.block_transformer`) reduces.
 

@@ -61,7 +61,7 @@ def main() -> None:
         arrow(ax, (centre, y_dec + 0.3), (centre, 4.33))
     # the token decoder of the last block
     c_last = centres[-1]
-    proj(ax, 8.35, 4.45, r"prefix $W_P$", w=1.25)
+    proj(ax, 8.35, 4.45, r"prefix $W_\mathrm{pre}$", w=1.35)
     arrow(ax, (c_last + 0.75, 4.45), (7.7, 4.45))
     y_tok = 3.0
     wide_box(ax, 7.45, 11.35, y_tok, "token decoder: $L_\\mathrm{tok}$ layers,\nonly inside block 3 (local)", "query",
