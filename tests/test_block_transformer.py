@@ -135,3 +135,11 @@ def test_bad_inputs_name_the_argument():
         BlockTransformerConfig(vocab_size=5, n_head=3)
     with pytest.raises(TypeError, match="config"):
         BlockTransformer(GPTConfig(vocab_size=5))  # type: ignore[arg-type]
+
+
+def test_decoder_cache_of_another_batch_is_named():
+    model = small()
+    cache = model.token_decoder.new_cache(2, dtype=torch.float64, device=torch.device("cpu"))
+    x = torch.zeros(3, 1, 16, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"cache holds batch_size=2.*\(3, 1, 16\)"):
+        model.token_decoder(x, cache)

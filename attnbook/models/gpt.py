@@ -2,8 +2,8 @@
 
 The model is GPT-2's decoder :cite:`radford2019language` -- token and learned position embeddings, pre-norm
 blocks ``x + attn(ln_1(x))``, ``x + mlp(ln_2(x))`` with a tanh-GELU MLP of width ``4E``, a final LayerNorm and
-an output head tied to the token embedding -- so weights from ``transformers``' ``GPT2LMHeadModel`` load
-into it exactly (:func:`load_gpt2_state_dict`).
+an output head tied to the token embedding (weight tying, :cite:`press2017using`) -- so weights from
+``transformers``' ``GPT2LMHeadModel`` load into it exactly (:func:`load_gpt2_state_dict`).
 
 Attention is not written again here: each block's :class:`CausalSelfAttention` owns a
 :class:`~attnbook.attention.core.MultiHeadAttention` (its projections and head splitting) and calls its
@@ -12,11 +12,22 @@ Attention is not written again here: each block's :class:`CausalSelfAttention` o
 
 **Decoding with a KV cache** :cite:`pope2023efficiently`. A causal model's keys and values at position
 ``s`` never change once computed, because position ``s`` sees only ``x_{<=s}``. So generation can keep them
-(:class:`KVCache`, ``2 * n_layer * n_embd`` numbers per token) and, at each step, project only the newest
-token: ``q_t, k_t, v_t`` of shape ``(B, H, 1, D)``, append ``k_t, v_t`` to the cache and attend to
-``K_{<=t}, V_{<=t}`` of shape ``(B, H, t, D)``. Compute per step falls from ``O(t)`` token-forwards to one;
+(:class:`KVCache`, ``2 * n_layer * G * d`` numbers per token, ``G = n_kv_head`` and ``d = n_embd / n_head``)
+and, at each step, project only the newest token: ``q_t`` of shape ``(B, H, 1, d)``, ``k_t, v_t`` of shape
+``(B, G, 1, d)``, append ``k_t, v_t`` to the cache and attend to ``K_{<=t}, V_{<=t}`` of shape
+``(B, G, t, d)``. Compute per step falls from ``O(t)`` token-forwards to one;
 what remains is reading the cache, ``O(t)`` memory traffic per token, which is what chapter 06 measures
 (:class:`DecodeStats`) and what the Block Transformer (:mod:`attnbook.models.block_transformer`) reduces.
+
+**Grouped-query attention** :cite:`ainslie2023gqa`. ``n_kv_head = G`` key-value heads are shared by the
+``H`` query heads, ``H / G`` queries per group (query head ``h`` reads key-value head ``h // (H / G)``):
+``G = H`` is multi-head attention, ``G = 1`` multi-query attention :cite:`shazeer2019fast`. The cache
+stores ``G`` heads, so it is ``H / G`` times smaller, and so are the reads of every step.
+
+**Choosing the next token.** :func:`sample_next_token` draws from ``softmax(z / tau)`` restricted to the
+top-``kappa`` logits and/or the nucleus, the smallest set of tokens whose probability is at least ``p``
+:cite:`holtzman2020curious`; :func:`beam_search` keeps the ``beam_width`` most probable continuations
+instead, reordering the KV cache as beams are chosen.
 
 Context window: positions are learned up to ``block_size``. :meth:`GPT.generate` keeps a window of at most
 ``block_size`` tokens; when it would overflow, the window restarts on its last ``block_size // 2`` tokens
@@ -44,6 +55,8 @@ __all__ = [
     "KVCache",
     "DecodeStats",
     "sample_next_token",
+    "filter_logits",
+    "beam_search",
     "check_token_ids",
     "check_sampling_args",
     "ATTN_BACKENDS",
@@ -61,7 +74,9 @@ class GPTConfig:
         vocab_size: number of token ids ``V``.
         block_size: longest context ``T`` (the number of learned positions).
         n_layer: number of blocks.
-        n_head: attention heads per block; must divide ``n_embd``.
+        n_head: attention (query) heads per block ``H``; must divide ``n_embd``.
+        n_kv_head: key-value heads ``G`` (grouped-query attention); must divide ``n_head``. ``None`` (the
+            default) means ``n_head`` (multi-head attention); ``1`` is multi-query attention.
         n_embd: model width ``E``.
         dropout: dropout on embeddings, attention weights and residual branches (training only).
         bias: biases in the linear layers and LayerNorms (GPT-2 has them).
@@ -76,14 +91,19 @@ class GPTConfig:
     dropout: float = 0.0
     bias: bool = True
     attn_backend: str = "auto"
+    n_kv_head: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+        if self.n_kv_head is None:
+            self.n_kv_head = self.n_head
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "n_kv_head"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"GPTConfig.{name} must be a positive int, got {value!r}")
         if self.n_embd % self.n_head:
             raise ValueError(f"GPTConfig.n_head={self.n_head} must divide n_embd={self.n_embd}")
+        if self.n_head % self.n_kv_head:
+            raise ValueError(f"GPTConfig.n_kv_head={self.n_kv_head} must divide n_head={self.n_head}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout}")
         if self.attn_backend not in ATTN_BACKENDS:
@@ -112,9 +132,11 @@ class DecodeStats:
 class KVCache:
     """Preallocated keys and values of every layer for the tokens decoded so far.
 
-    Shapes: ``k, v`` are ``(n_layer, B, H, max_len, D)``; :meth:`update` writes the newest ``T`` positions of
-    one layer and returns that layer's keys and values up to them, ``(B, H, length + T, D)``. After all layers
-    have run, :meth:`advance` moves ``length`` on by ``T``. The read counters add up what attention loaded.
+    Shapes: ``k, v`` are ``(n_layer, B, G, max_len, d)`` with ``G = n_head`` the key-value heads stored (the
+    model's ``n_kv_head``; all ``H`` heads for multi-head attention). :meth:`update` writes the newest ``T``
+    positions of one layer and returns that layer's keys and values up to them, ``(B, G, length + T, d)``.
+    After all layers have run, :meth:`advance` moves ``length`` on by ``T``. The read counters add up what
+    attention loaded. :meth:`select` keeps (and repeats) sequences of the batch, as beam search needs.
     """
 
     def __init__(
@@ -128,29 +150,52 @@ class KVCache:
         dtype: torch.dtype = torch.float32,
         device: torch.device | str | None = None,
     ) -> None:
+        sizes = {"n_layer": n_layer, "batch_size": batch_size, "n_head": n_head, "head_dim": head_dim}
+        for name, value in {**sizes, "max_len": max_len}.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"KVCache {name} must be a positive int, got {value!r}")
         shape = (n_layer, batch_size, n_head, max_len, head_dim)
-        self.k = torch.zeros(shape, dtype=dtype, device=device)  # (L, B, H, max_len, D)
-        self.v = torch.zeros(shape, dtype=dtype, device=device)  # (L, B, H, max_len, D)
+        self.k = torch.zeros(shape, dtype=dtype, device=device)  # (L, B, G, max_len, d)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)  # (L, B, G, max_len, d)
         self.max_len = max_len
         self.length = 0
         self.rows_read = 0
         self.bytes_read = 0
 
     @property
+    def n_layer(self) -> int:
+        return self.k.shape[0]
+
+    @property
+    def batch_size(self) -> int:
+        return self.k.shape[1]
+
+    @property
     def bytes_per_token(self) -> int:
-        """Cache memory per token for the whole batch: ``2 * n_layer * B * H * D * element size``."""
+        """Cache memory per token for the whole batch: ``2 * n_layer * B * G * d * element size``."""
         n_layer, batch, heads, _, dim = self.k.shape
         return 2 * n_layer * batch * heads * dim * self.k.element_size()
 
     def update(self, layer: int, k_new: Tensor, v_new: Tensor) -> tuple[Tensor, Tensor]:
-        """Store ``k_new, v_new (B, H, T, D)`` for ``layer``; return keys and values ``(B, H, length + T, D)``."""
+        """Store ``k_new, v_new (B, G, T, d)`` for ``layer``; return keys and values ``(B, G, length + T, d)``."""
+        if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < self.n_layer:
+            raise ValueError(f"KVCache.update: layer must be an int in [0, {self.n_layer}), got {layer!r}")
+        _, batch, heads, _, dim = self.k.shape
+        for name, t in (("k_new", k_new), ("v_new", v_new)):
+            if t.ndim != 4 or (t.shape[0], t.shape[1], t.shape[3]) != (batch, heads, dim):
+                raise ValueError(
+                    f"KVCache.update: {name} has shape {tuple(t.shape)}, this cache holds (B, G, T, d) = "
+                    f"({batch}, {heads}, T, {dim})"
+                )
+        if v_new.shape != k_new.shape:
+            raise ValueError(f"KVCache.update: v_new {tuple(v_new.shape)} differs from k_new {tuple(k_new.shape)}")
         end = self.length + k_new.shape[-2]
         if end > self.max_len:
             raise ValueError(f"KVCache is full: {self.length} + {k_new.shape[-2]} positions > max_len={self.max_len}")
         self.k[layer, :, :, self.length : end] = k_new
         self.v[layer, :, :, self.length : end] = v_new
-        k_all = self.k[layer, :, :, :end]  # (B, H, length + T, D)
-        v_all = self.v[layer, :, :, :end]  # (B, H, length + T, D)
+        k_all = self.k[layer, :, :, :end]  # (B, G, length + T, d)
+        v_all = self.v[layer, :, :, :end]  # (B, G, length + T, d)
         self.rows_read += end
         self.bytes_read += 2 * k_all.numel() * k_all.element_size()
         return k_all, v_all
@@ -158,9 +203,18 @@ class KVCache:
     def advance(self, steps: int) -> None:
         self.length += steps
 
+    def select(self, batch_indices: Tensor) -> None:
+        """Keep the sequences ``batch_indices (B_new,)`` (repeats allowed): the batch becomes ``B_new``."""
+        if not isinstance(batch_indices, Tensor) or batch_indices.ndim != 1 or batch_indices.dtype != torch.long:
+            raise TypeError(f"KVCache.select: batch_indices must be a 1-D torch.long tensor, got {batch_indices!r}")
+        if len(batch_indices) and not 0 <= int(batch_indices.min()) <= int(batch_indices.max()) < self.batch_size:
+            raise ValueError(f"KVCache.select: batch_indices must lie in [0, {self.batch_size}), got {batch_indices}")
+        self.k = self.k.index_select(1, batch_indices)  # (L, B_new, G, max_len, d)
+        self.v = self.v.index_select(1, batch_indices)  # (L, B_new, G, max_len, d)
+
 
 class CausalSelfAttention(nn.Module):
-    """Masked multi-head self-attention of a decoder block, with an optional KV cache.
+    """Masked multi-head (or grouped-query) self-attention of a decoder block, with an optional KV cache.
 
     The projections, head split/merge and the attention itself come from
     :class:`~attnbook.attention.core.MultiHeadAttention` and its :class:`~attnbook.attention.core.AttentionCore`;
@@ -168,30 +222,67 @@ class CausalSelfAttention(nn.Module):
     ``0..T-1`` and the core applies ``is_causal``. With a cache holding ``P`` positions, the queries are
     positions ``P..P+T-1``, the keys ``0..P+T-1``, and query ``P+i`` sees keys ``<= P+i``
     (a causal mask with offset ``P``; a single new query sees every key, so it needs no mask).
+
+    With ``n_kv_head = G < H`` (grouped-query attention :cite:`ainslie2023gqa`; ``G = 1`` is multi-query
+    attention :cite:`shazeer2019fast`) ``k_proj`` and ``v_proj`` map ``E -> G d``; the cache stores the ``G``
+    heads, and each is repeated for its ``H / G`` query heads just before the core.
     """
 
-    def __init__(self, n_embd: int, n_head: int, *, dropout: float = 0.0, bias: bool = True, backend: str = "auto"):
+    def __init__(
+        self,
+        n_embd: int,
+        n_head: int,
+        *,
+        n_kv_head: int | None = None,
+        dropout: float = 0.0,
+        bias: bool = True,
+        backend: str = "auto",
+    ):
         super().__init__()
         core = AttentionCore(dropout=dropout, backend=backend)
         self.mha = MultiHeadAttention(n_embd, n_head, bias=bias, core=core)
+        self.n_kv_head = n_head if n_kv_head is None else n_kv_head
+        if isinstance(self.n_kv_head, bool) or not isinstance(self.n_kv_head, int) or self.n_kv_head <= 0:
+            raise ValueError(f"n_kv_head must be a positive int, got {n_kv_head!r}")
+        if n_head % self.n_kv_head:
+            raise ValueError(f"n_kv_head={self.n_kv_head} must divide n_head={n_head}")
+        if self.n_kv_head != n_head:  # narrower key and value projections: G heads of width d
+            kv_width = self.n_kv_head * self.mha.head_dim
+            self.mha.k_proj = nn.Linear(n_embd, kv_width, bias=bias)
+            self.mha.v_proj = nn.Linear(n_embd, kv_width, bias=bias)
         self.resid_dropout = nn.Dropout(dropout)
+
+    def split_kv_heads(self, x: Tensor) -> Tensor:
+        """``(B, T, G * d) -> (B, G, T, d)``."""
+        B, T, _ = x.shape
+        return x.reshape(B, T, self.n_kv_head, self.mha.head_dim).transpose(1, 2)  # (B, G, T, d)
+
+    def repeat_kv_heads(self, x: Tensor) -> Tensor:
+        """``(B, G, T, d) -> (B, H, T, d)``: key-value head ``g`` serves query heads ``g H/G .. (g+1) H/G - 1``."""
+        B, G, T, d = x.shape
+        group = self.mha.num_heads // G
+        if group == 1:
+            return x
+        return x[:, :, None].expand(B, G, group, T, d).reshape(B, G * group, T, d)  # (B, H, T, d)
 
     def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0) -> Tensor:
         """``x (B, T, E)`` -> ``(B, T, E)``."""
         mha = self.mha
-        q = mha.split_heads(mha.q_proj(x))  # (B, H, T, D)
-        k = mha.split_heads(mha.k_proj(x))  # (B, H, T, D)
-        v = mha.split_heads(mha.v_proj(x))  # (B, H, T, D)
+        q = mha.split_heads(mha.q_proj(x))  # (B, H, T, d)
+        k = self.split_kv_heads(mha.k_proj(x))  # (B, G, T, d)
+        v = self.split_kv_heads(mha.v_proj(x))  # (B, G, T, d)
         T = x.shape[1]
         if cache is None:
-            out, _ = mha.core(q, k, v, is_causal=True)  # (B, H, T, D)
+            k, v = self.repeat_kv_heads(k), self.repeat_kv_heads(v)  # (B, H, T, d)
+            out, _ = mha.core(q, k, v, is_causal=True)  # (B, H, T, d)
         else:
             past = cache.length
-            k, v = cache.update(layer, k, v)  # (B, H, past + T, D)
+            k, v = cache.update(layer, k, v)  # (B, G, past + T, d): the cache holds G heads
+            k, v = self.repeat_kv_heads(k), self.repeat_kv_heads(v)  # (B, H, past + T, d)
             mask = None if T == 1 else causal_mask(T, past + T, offset=past, device=x.device)  # (T, past + T)
             q_pos = torch.arange(past, past + T, device=x.device)  # (T,)
             k_pos = torch.arange(past + T, device=x.device)  # (past + T,)
-            out, _ = mha.core(q, k, v, mask, q_pos=q_pos, k_pos=k_pos)  # (B, H, T, D)
+            out, _ = mha.core(q, k, v, mask, q_pos=q_pos, k_pos=k_pos)  # (B, H, T, d)
         return self.resid_dropout(mha.out_proj(mha.merge_heads(out)))  # (B, T, E)
 
 
@@ -211,10 +302,21 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """Pre-norm decoder block: ``x + attn(ln_1(x))`` then ``x + mlp(ln_2(x))``."""
 
-    def __init__(self, n_embd: int, n_head: int, *, dropout: float = 0.0, bias: bool = True, backend: str = "auto"):
+    def __init__(
+        self,
+        n_embd: int,
+        n_head: int,
+        *,
+        n_kv_head: int | None = None,
+        dropout: float = 0.0,
+        bias: bool = True,
+        backend: str = "auto",
+    ):
         super().__init__()
         self.ln_1 = nn.LayerNorm(n_embd, bias=bias)
-        self.attn = CausalSelfAttention(n_embd, n_head, dropout=dropout, bias=bias, backend=backend)
+        self.attn = CausalSelfAttention(
+            n_embd, n_head, n_kv_head=n_kv_head, dropout=dropout, bias=bias, backend=backend
+        )
         self.ln_2 = nn.LayerNorm(n_embd, bias=bias)
         self.mlp = MLP(n_embd, dropout=dropout, bias=bias)
 
@@ -237,28 +339,35 @@ class DecoderStack(nn.Module):
         n_head: int,
         max_len: int,
         *,
+        n_kv_head: int | None = None,
         dropout: float = 0.0,
         bias: bool = True,
         backend: str = "auto",
     ) -> None:
         super().__init__()
         self.n_layer, self.n_embd, self.n_head, self.max_len = n_layer, n_embd, n_head, max_len
+        self.n_kv_head = n_head if n_kv_head is None else n_kv_head
         self.position_embedding = nn.Embedding(max_len, n_embd)
         self.dropout = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
-            Block(n_embd, n_head, dropout=dropout, bias=bias, backend=backend) for _ in range(n_layer)
+            Block(n_embd, n_head, n_kv_head=n_kv_head, dropout=dropout, bias=bias, backend=backend)
+            for _ in range(n_layer)
         )
         self.ln_f = nn.LayerNorm(n_embd, bias=bias)
 
     def new_cache(self, batch_size: int, *, dtype: torch.dtype, device: torch.device) -> KVCache:
-        return KVCache(
-            self.n_layer, batch_size, self.n_head, self.n_embd // self.n_head, self.max_len, dtype=dtype, device=device
-        )
+        head_dim = self.n_embd // self.n_head
+        return KVCache(self.n_layer, batch_size, self.n_kv_head, head_dim, self.max_len, dtype=dtype, device=device)
 
     def forward(self, x: Tensor, cache: KVCache | None = None) -> Tensor:
         """``x (B, T, E)`` embeddings -> hidden states ``(B, T, E)`` after the final LayerNorm."""
         past = cache.length if cache is not None else 0
         T = x.shape[1]
+        if cache is not None and (cache.batch_size, cache.n_layer) != (x.shape[0], self.n_layer):
+            raise ValueError(
+                f"cache holds batch_size={cache.batch_size} sequences of n_layer={cache.n_layer} layers, but the "
+                f"input has shape {tuple(x.shape)} (B, T, E) and the stack has {self.n_layer} layers"
+            )
         if past + T > self.max_len:
             raise ValueError(f"sequence of {past} cached + {T} new positions exceeds max_len={self.max_len}")
         pos = torch.arange(past, past + T, device=x.device)  # (T,)
@@ -298,35 +407,65 @@ def check_token_ids(
             raise ValueError(f"{name} holds ids in [{low}, {high}], outside [0, {vocab_size})")
 
 
-def check_sampling_args(temperature: float, top_k: int | None) -> None:
-    """Validate sampling arguments: ``temperature`` a positive finite number, ``top_k`` a positive int or None."""
+def check_sampling_args(temperature: float, top_k: int | None, top_p: float | None = None) -> None:
+    """Validate sampling arguments: ``temperature`` a positive finite number, ``top_k`` a positive int or None,
+    ``top_p`` a number in ``(0, 1]`` or None."""
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
         raise ValueError(f"temperature must be a positive number, got {temperature!r}")
     if not math.isfinite(temperature):
         raise ValueError(f"temperature must be finite, got {temperature!r}")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k <= 0):
         raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
+    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
+        raise ValueError(f"top_p must be a number in (0, 1] or None, got {top_p!r}")
+
+
+def filter_logits(
+    logits: Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None
+) -> Tensor:
+    """The logits ``(B, V)`` that sampling draws from: divided by ``temperature``, then ``-inf`` outside the
+    ``top_k`` largest (ties at the k-th value are kept), then ``-inf`` outside the nucleus.
+
+    The nucleus :cite:`holtzman2020curious` is the smallest set of most probable tokens whose probability
+    (under the temperature and top-k distribution) is at least ``top_p``: sorted by probability, a token is
+    kept while the mass of the tokens before it is below ``top_p``, so the most probable token always is.
+    Returns float32 (or float64) logits ``(B, V)``.
+    """
+    check_sampling_args(temperature, top_k, top_p)
+    if not isinstance(logits, Tensor) or logits.ndim != 2:
+        raise ValueError(f"logits must be a tensor of shape (B, V), got {getattr(logits, 'shape', type(logits))}")
+    z = (logits if logits.dtype == torch.float64 else logits.float()) / temperature  # (B, V)
+    if top_k is not None and top_k < z.shape[-1]:
+        kth = torch.topk(z, top_k, dim=-1).values[:, -1:]  # (B, 1)
+        z = z.masked_fill(z < kth, float("-inf"))
+    if top_p is not None and top_p < 1:
+        probs, order = torch.softmax(z, dim=-1).sort(dim=-1, descending=True)  # (B, V) each
+        before = torch.cumsum(probs, dim=-1) - probs  # (B, V): mass of the more probable tokens
+        drop_sorted = before >= top_p  # (B, V), in sorted order
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)  # (B, V), in vocabulary order
+        z = z.masked_fill(drop, float("-inf"))
+    return z
 
 
 def sample_next_token(
-    logits: Tensor, temperature: float = 1.0, top_k: int | None = None, generator: torch.Generator | None = None
+    logits: Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    generator: torch.Generator | None = None,
+    top_p: float | None = None,
 ) -> Tensor:
     """Sample one token per row from ``logits (B, V)``; returns ``(B, 1)`` long.
 
-    ``p = softmax(logits / temperature)`` restricted to the ``top_k`` largest logits (ties at the k-th
-    value are kept). ``top_k=1`` is greedy decoding (argmax, no randomness used); lower temperatures
-    sharpen the distribution towards it, higher ones flatten it towards uniform.
+    ``p = softmax(logits / temperature)`` restricted to the ``top_k`` largest logits and to the nucleus of
+    mass ``top_p`` (:func:`filter_logits`). ``top_k=1`` is greedy decoding (argmax, no randomness used); lower
+    temperatures sharpen the distribution towards it, higher ones flatten it towards uniform.
     """
-    check_sampling_args(temperature, top_k)
+    check_sampling_args(temperature, top_k, top_p)
     if logits.ndim != 2:
         raise ValueError(f"logits must have shape (B, V), got {tuple(logits.shape)}")
     if top_k == 1:
         return logits.argmax(dim=-1, keepdim=True)  # (B, 1)
-    logits = logits.float() / temperature  # (B, V)
-    if top_k is not None and top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = torch.softmax(logits, dim=-1)  # (B, V)
+    probs = torch.softmax(filter_logits(logits, temperature, top_k, top_p), dim=-1)  # (B, V)
     return torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
 
 
@@ -349,12 +488,13 @@ class GPT(nn.Module):
             config.n_embd,
             config.n_head,
             config.block_size,
+            n_kv_head=config.n_kv_head,
             dropout=config.dropout,
             bias=config.bias,
             backend=config.attn_backend,
         )
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        self.lm_head.weight = self.token_embedding.weight  # tied, as in GPT-2
+        self.lm_head.weight = self.token_embedding.weight  # tied, as in GPT-2 (Press & Wolf 2017)
         self.apply(self._init_weights)
         # GPT-2: scale the residual projections by 1/sqrt(2 n_layer) so the residual stream's variance stays O(1).
         for name, p in self.named_parameters():
@@ -383,18 +523,23 @@ class GPT(nn.Module):
         Forward: ``2 N_mm + 4 n_layer T E``, with ``N_mm`` the weights of every matrix multiply (attention and
         MLP projections and the ``E x V`` head) and ``4 T E`` per layer for ``q k^T`` and ``weights v`` over a
         context of ``T`` (``block_size`` by default). Training (forward + backward) is three times that, the
-        ``6 N + 12 L T E`` of the PaLM appendix.
+        ``6 N + 12 L T E`` of the PaLM appendix. With ``G`` key-value heads the key and value projections
+        have ``2 E G d`` weights instead of ``2 E^2``.
         """
         c = self.config
         T = c.block_size if seq_len is None else seq_len
-        n_matmul = c.n_layer * 12 * c.n_embd * c.n_embd + c.n_embd * c.vocab_size
+        kv_width = c.n_kv_head * (c.n_embd // c.n_head)
+        per_layer = 10 * c.n_embd * c.n_embd + 2 * c.n_embd * kv_width  # q, out, MLP (8 E^2); k, v
+        n_matmul = c.n_layer * per_layer + c.n_embd * c.vocab_size
         forward = 2 * n_matmul + 4 * c.n_layer * T * c.n_embd
         return 3 * forward if training else forward
 
     def kv_cache_bytes_per_token(self, dtype: torch.dtype | None = None) -> int:
-        """KV cache memory per token and sequence: ``2 (k and v) * n_layer * n_embd * bytes per element``."""
+        """KV cache memory per token and sequence: ``2 (k and v) * n_layer * G * d * bytes per element``."""
+        c = self.config
         dtype = self.token_embedding.weight.dtype if dtype is None else dtype
-        return 2 * self.config.n_layer * self.config.n_embd * torch.empty((), dtype=dtype).element_size()
+        kv_width = c.n_kv_head * (c.n_embd // c.n_head)
+        return 2 * c.n_layer * kv_width * torch.empty((), dtype=dtype).element_size()
 
     def new_cache(self, batch_size: int) -> KVCache:
         """An empty :class:`KVCache` for ``batch_size`` sequences of up to ``block_size`` tokens."""
@@ -409,6 +554,11 @@ class GPT(nn.Module):
         With ``cache``, ``idx`` holds the tokens after the ``cache.length`` positions already cached.
         """
         past = cache.length if cache is not None else 0
+        if cache is not None and isinstance(idx, Tensor) and idx.ndim == 2 and cache.batch_size != idx.shape[0]:
+            raise ValueError(
+                f"cache holds batch_size={cache.batch_size} sequences, but idx has shape {tuple(idx.shape)}: "
+                "make a cache for this batch with new_cache(batch_size)"
+            )
         limit = "block_size" if cache is None else f"block_size - cached positions ({past})"
         check_token_ids(
             idx, "idx", max_len=self.config.block_size - past, vocab_size=self.config.vocab_size, max_len_name=limit
@@ -436,12 +586,13 @@ class GPT(nn.Module):
         use_cache: bool = True,
         generator: torch.Generator | None = None,
         *,
+        top_p: float | None = None,
         stats: DecodeStats | None = None,
     ) -> Tensor:
         """Continue the prompts ``idx (B, T)`` by ``max_new_tokens`` sampled tokens; returns ``(B, T + new)``.
 
         Args:
-            temperature, top_k, generator: see :func:`sample_next_token`; ``top_k=1`` is greedy.
+            temperature, top_k, top_p, generator: see :func:`sample_next_token`; ``top_k=1`` is greedy.
             use_cache: keep keys and values in a :class:`KVCache` (one new token per forward) instead of
                 re-running the whole window at every step. Both give the same tokens.
             stats: if given, filled with the KV-cache reads of this call (cached decoding only).
@@ -451,7 +602,7 @@ class GPT(nn.Module):
         check_token_ids(idx, "idx", vocab_size=self.config.vocab_size)
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be a non-negative int, got {max_new_tokens!r}")
-        check_sampling_args(temperature, top_k)
+        check_sampling_args(temperature, top_k, top_p)
         block = self.config.block_size
         keep = max(block // 2, 1)
         was_training = self.training
@@ -474,13 +625,76 @@ class GPT(nn.Module):
                         stats.rows_per_step.append(cache.rows_read - rows_before)
                         stats.kv_rows_read += cache.rows_read - rows_before
                         stats.kv_bytes_read += cache.bytes_read - bytes_before
-                next_token = sample_next_token(logits[:, -1], temperature, top_k, generator)  # (B, 1)
+                next_token = sample_next_token(logits[:, -1], temperature, top_k, generator, top_p)  # (B, 1)
                 out = torch.cat([out, next_token], dim=1)  # (B, T + 1)
                 if stats is not None:
                     stats.tokens_generated += 1
         finally:
             self.train(was_training)
         return out
+
+
+@torch.no_grad()
+def beam_search(model: GPT, prompt: Tensor, beam_width: int, max_new_tokens: int) -> tuple[Tensor, Tensor]:
+    """The ``beam_width`` most probable continuations of each prompt found by beam search, with the KV cache.
+
+    Each step extends every kept sequence (beam) by every token, scores the extensions by their total
+    log-probability ``sum_t log p(x_t | x_<t)`` over the new tokens, and keeps the ``beam_width`` best per
+    prompt; the cache follows the kept beams (:meth:`KVCache.select`). ``beam_width=1`` is greedy decoding; a
+    width of ``V ** (max_new_tokens - 1)`` keeps every sequence and is exact. All continuations have the same
+    length, so no length normalisation is needed. The whole sequence must fit in one window:
+    ``T + max_new_tokens - 1 <= block_size``.
+
+    Args:
+        model: a :class:`GPT` (run in eval mode, then put back in its previous mode).
+        prompt: ``(B, T)`` token ids.
+        beam_width: beams kept per prompt ``W``.
+        max_new_tokens: tokens to add.
+
+    Returns:
+        ``sequences (B, W, T + max_new_tokens)`` best first, and their scores ``(B, W)`` (total log-probability
+        of the new tokens; ``-inf`` for beams that do not exist, when ``W`` exceeds the sequences there are).
+    """
+    if not isinstance(model, GPT):
+        raise TypeError(f"model must be a GPT, got {type(model).__name__}")
+    block, vocab = model.config.block_size, model.config.vocab_size
+    check_token_ids(prompt, "prompt", max_len=block, vocab_size=vocab)
+    for name, value, low in (("beam_width", beam_width, 1), ("max_new_tokens", max_new_tokens, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    B, T = prompt.shape
+    if T + max_new_tokens - 1 > block:
+        raise ValueError(
+            f"beam search keeps one window: prompt length T={T} + max_new_tokens={max_new_tokens} - 1 exceeds "
+            f"block_size={block}"
+        )
+    W = beam_width
+    was_training = model.training
+    model.eval()
+    try:
+        cache = model.new_cache(B)
+        logits, _ = model(prompt, cache=cache)  # (B, T, V): prefill once per prompt
+        dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+        log_probs = torch.log_softmax(logits[:, -1].to(dtype), dim=-1)[:, None].expand(B, W, vocab)  # (B, W, V)
+        cache.select(torch.arange(B, device=prompt.device).repeat_interleave(W))  # batch B -> B * W
+        sequences = prompt[:, None].expand(B, W, T)  # (B, W, T)
+        scores = torch.full((B, W), float("-inf"), dtype=dtype, device=prompt.device)  # (B, W)
+        scores[:, 0] = 0.0  # one live beam at the start: the copies must not be chosen twice
+        for step in range(max_new_tokens):
+            if step > 0:
+                logits, _ = model(sequences[:, :, -1].reshape(B * W, 1), cache=cache)  # (B * W, 1, V)
+                log_probs = torch.log_softmax(logits[:, -1].to(dtype), dim=-1).view(B, W, vocab)  # (B, W, V)
+            total = scores[:, :, None] + log_probs  # (B, W, V): every beam extended by every token
+            scores, flat = total.reshape(B, W * vocab).topk(W, dim=-1)  # (B, W) each, best first
+            beam, token = flat // vocab, flat % vocab  # (B, W) each
+            kept = sequences.gather(1, beam[:, :, None].expand(B, W, sequences.shape[-1]))  # (B, W, T + step)
+            sequences = torch.cat([kept, token[:, :, None]], dim=-1)  # (B, W, T + step + 1)
+            if step + 1 < max_new_tokens:
+                rows = torch.arange(B, device=prompt.device)[:, None] * W + beam  # (B, W): rows of the cache
+                cache.select(rows.reshape(-1))
+    finally:
+        model.train(was_training)
+    return sequences, scores
 
 
 def load_gpt2_state_dict(model: GPT, hf_state_dict: dict[str, Tensor]) -> GPT:
@@ -490,6 +704,11 @@ def load_gpt2_state_dict(model: GPT, hf_state_dict: dict[str, Tensor]) -> GPT:
     ``(out, in)``, and fuses ``q, k, v`` into one ``c_attn`` of width ``3E`` (split in that order).
     Returns ``model``. Raises ``KeyError``/``ValueError`` if a tensor is missing or has the wrong shape.
     """
+    if model.config.n_kv_head != model.config.n_head:
+        raise ValueError(
+            f"GPT-2 has multi-head attention: model.config.n_kv_head={model.config.n_kv_head} must equal "
+            f"n_head={model.config.n_head}"
+        )
     sd = {k.removeprefix("transformer."): v for k, v in hf_state_dict.items()}
     E = model.config.n_embd
 
