@@ -24,8 +24,9 @@ def brute_force(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
     v_rows = values.reshape(-1, 1) if values.ndim == 1 else values
     out = []
     for q in q_points.tolist():
-        kernels = [math.exp(-sum((a - b) ** 2 for a, b in zip(q, k, strict=True)) / (2 * width**2))
-                   for k in k_points.tolist()]
+        kernels = [
+            math.exp(-sum((a - b) ** 2 for a, b in zip(q, k, strict=True)) / (2 * width**2)) for k in k_points.tolist()
+        ]
         total = sum(kernels)
         rows = v_rows.tolist()
         out.append([sum(c * v[d] for c, v in zip(kernels, rows, strict=True)) / total for d in range(v_rows.shape[1])])
@@ -242,24 +243,36 @@ def test_logits_are_negative_half_squared_distance_over_width_squared():
         (lambda: nadaraya_watson(Z(2), torch.arange(3), Z(3), 1.0), TypeError, "keys must be a floating"),
         (lambda: nadaraya_watson(Z(2), Z(0), Z(0), 1.0), ValueError, "keys must not be empty"),
         (lambda: nadaraya_watson(torch.tensor(1.0), Z(3), Z(3), 1.0), ValueError, "queries must have shape"),
-        (lambda: nadaraya_watson(Z(2, 3), Z(4, 2), Z(4, 1), 1.0), ValueError,
-         r"queries and keys .* got queries \(2, 3\) and keys \(4, 2\)"),
-        (lambda: nadaraya_watson(Z(2), Z(3, dtype=F64), Z(3), 1.0), TypeError,
-         "queries and keys must share a dtype"),
-        (lambda: nadaraya_watson(Z(2), Z(3), Z(4), 1.0), ValueError,
-         r"values must be .* got values \(4,\) and keys \(3,\)"),
-        (lambda: nadaraya_watson(Z(2), Z(3), Z(3, dtype=F64), 1.0), TypeError,
-         "values must have the keys' dtype"),
+        (
+            lambda: nadaraya_watson(Z(2, 3), Z(4, 2), Z(4, 1), 1.0),
+            ValueError,
+            r"queries and keys .* got queries \(2, 3\) and keys \(4, 2\)",
+        ),
+        (lambda: nadaraya_watson(Z(2), Z(3, dtype=F64), Z(3), 1.0), TypeError, "queries and keys must share a dtype"),
+        (
+            lambda: nadaraya_watson(Z(2), Z(3), Z(4), 1.0),
+            ValueError,
+            r"values must be .* got values \(4,\) and keys \(3,\)",
+        ),
+        (lambda: nadaraya_watson(Z(2), Z(3), Z(3, dtype=F64), 1.0), TypeError, "values must have the keys' dtype"),
         (lambda: nadaraya_watson(Z(2), Z(3), Z(3), 0.0), ValueError, "width must be > 0"),
         (lambda: nadaraya_watson(Z(2), Z(3), Z(3), math.nan), ValueError, "width must be > 0"),
-        (lambda: nadaraya_watson(Z(2), Z(3), Z(3), torch.ones(2)), ValueError,
-         r"width must be a single number, got a tensor of shape \(2,\)"),
+        (
+            lambda: nadaraya_watson(Z(2), Z(3), Z(3), torch.ones(2)),
+            ValueError,
+            r"width must be a single number, got a tensor of shape \(2,\)",
+        ),
         (lambda: nadaraya_watson(Z(2), Z(3), Z(3), "wide"), TypeError, "width must be"),
-        (lambda: nadaraya_watson(Z(2), Z(3), Z(3), 1.0, mask=torch.ones(2, 3)), TypeError,
-         "mask must be a boolean tensor"),
-        (lambda: nadaraya_watson(Z(2), Z(3), Z(3), 1.0,
-                                 mask=torch.ones(3, 3, dtype=torch.bool)), ValueError,
-         r"mask of shape \(3, 3\) does not broadcast .* \(2, 3\)"),
+        (
+            lambda: nadaraya_watson(Z(2), Z(3), Z(3), 1.0, mask=torch.ones(2, 3)),
+            TypeError,
+            "mask must be a boolean tensor",
+        ),
+        (
+            lambda: nadaraya_watson(Z(2), Z(3), Z(3), 1.0, mask=torch.ones(3, 3, dtype=torch.bool)),
+            ValueError,
+            r"mask of shape \(3, 3\) does not broadcast .* \(2, 3\)",
+        ),
         (lambda: NadarayaWatson(-1.0), ValueError, "width must be > 0"),
         (lambda: NadarayaWatson(math.inf), ValueError, "width must be finite"),
     ],
