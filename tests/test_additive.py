@@ -116,6 +116,54 @@ def test_multi_head_additive_attention_shapes_and_grads():
     assert mha.core.scores.v.grad is not None and torch.isfinite(x.grad).all()
 
 
+def test_a_two_dimensional_mask_is_per_query_even_when_the_batch_size_equals_L_q():
+    # B == L_q == 3: the old code read this (L_q, L_k) causal-style mask as a (B, L_k) key mask -- wrong weights.
+    query, keys, values, module = make(B=3, L_q=3, L_k=3)
+    causal = torch.tril(torch.ones(3, 3, dtype=torch.bool))  # (L_q, L_k): query i sees keys 0..i
+    W_q, W_k, v, bias = weights_of(module)
+    explicit = causal[None].expand(3, 3, 3)  # (B, L_q, L_k), unambiguous
+    with torch.no_grad():
+        ref_ctx, ref_w = brute_force(query, keys, values, W_q, W_k, v, explicit, bias)
+        ctx, w = module(query, keys, values, causal)
+        ctx_f, w_f = additive_attention(query, keys, values, W_q, W_k, v, causal, bias=bias)
+    for got_ctx, got_w in ((ctx, w), (ctx_f, w_f)):
+        torch.testing.assert_close(got_w, ref_w, rtol=0, atol=TOL)
+        torch.testing.assert_close(got_ctx, ref_ctx, rtol=0, atol=TOL)
+    assert (w[:, 0, 1:] == 0).all()  # query 0 of every batch element sees key 0 only
+
+
+def test_key_mask_is_a_separate_argument_and_combines_with_mask():
+    query, keys, values, module = make(B=3, L_q=3, L_k=5)
+    key_mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 1, 0, 1]], dtype=torch.bool)  # (B, L_k)
+    per_query = torch.rand(3, 5, generator=torch.Generator().manual_seed(3)) > 0.3  # (L_q, L_k)
+    W_q, W_k, v, bias = weights_of(module)
+    combined = key_mask[:, None, :] & per_query[None]  # (B, L_q, L_k)
+    with torch.no_grad():
+        ref_ctx, ref_w = brute_force(query, keys, values, W_q, W_k, v, combined, bias)
+        ctx, w = module(query, keys, values, per_query, key_mask=key_mask)
+        ctx_f, w_f = additive_attention(query, keys, values, W_q, W_k, v, per_query, key_mask=key_mask, bias=bias)
+        ctx_k, w_k = module(query, keys, values, key_mask=key_mask)
+        ctx_ref_k, w_ref_k = module(query, keys, values, key_mask[:, None, :])
+    for got_ctx, got_w in ((ctx, w), (ctx_f, w_f)):
+        torch.testing.assert_close(got_w, ref_w, rtol=0, atol=TOL)
+        torch.testing.assert_close(got_ctx, ref_ctx, rtol=0, atol=TOL)
+    torch.testing.assert_close(w_k, w_ref_k, rtol=0, atol=0)
+    torch.testing.assert_close(ctx_k, ctx_ref_k, rtol=0, atol=0)
+
+
+def test_a_key_mask_passed_as_mask_raises_a_clear_error():
+    query, keys, values, module = make(B=2, L_q=3, L_k=5)
+    key_mask = torch.ones(2, 5, dtype=torch.bool)  # (B, L_k) with B != L_q: not an (L_q, L_k) mask
+    with pytest.raises(ValueError, match=r"mask of shape \(2, 5\).*\(L_q, L_k\).*key_mask="):
+        module(query, keys, values, key_mask)
+    with pytest.raises(ValueError, match=r"key_mask= .*"):
+        additive_attention(query, keys, values, *weights_of(module)[:3], key_mask)
+    with pytest.raises(ValueError, match=r"key_mask of shape \(3, 5\) must be \(B, L_k\) = \(2, 5\)"):
+        module(query, keys, values, key_mask=torch.ones(3, 5, dtype=torch.bool))
+    with pytest.raises(TypeError, match="key_mask must be a bool tensor"):
+        module(query, keys, values, key_mask=torch.ones(2, 5))
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     B=st.integers(1, 3),

@@ -24,8 +24,9 @@ def brute_force(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
     v_rows = values.reshape(-1, 1) if values.ndim == 1 else values
     out = []
     for q in q_points.tolist():
-        kernels = [math.exp(-sum((a - b) ** 2 for a, b in zip(q, k, strict=True)) / (2 * width**2))
-                   for k in k_points.tolist()]
+        kernels = [
+            math.exp(-sum((a - b) ** 2 for a, b in zip(q, k, strict=True)) / (2 * width**2)) for k in k_points.tolist()
+        ]
         total = sum(kernels)
         rows = v_rows.tolist()
         out.append([sum(c * v[d] for c, v in zip(kernels, rows, strict=True)) / total for d in range(v_rows.shape[1])])
@@ -88,6 +89,57 @@ def test_narrow_widths_stay_finite_where_the_direct_ratio_underflows():
     keys = torch.tensor([0.0, 1.0, 2.0, 3.0], dtype=F64)
     out = nadaraya_watson(torch.tensor([1.2, 10.0], dtype=F64), keys, keys**2, 1e-3)
     torch.testing.assert_close(out, torch.tensor([1.0, 9.0], dtype=F64))
+
+
+def _nearest_neighbour_brute_force(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """The hard lookup, one query at a time in Python numbers: the mean value of the nearest keys (ties share)."""
+    out = []
+    for q in queries.tolist():
+        distances = [(q - k) ** 2 for k in keys.tolist()]
+        nearest = [v for d, v in zip(distances, values.tolist(), strict=True) if d == min(distances)]
+        out.append(sum(nearest) / len(nearest))
+    return torch.tensor(out, dtype=values.dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize("width", [1e-20, 1e-30, 1e-45, 1e-200, 1e-320, 5e-324])
+def test_tiny_widths_give_the_nearest_neighbour_limit_exactly(dtype, width):
+    # Keys on an integer grid (exact in both dtypes) with repeated keys and queries halfway between two keys.
+    keys = torch.tensor([0.0, 1.0, 2.0, 3.0, 3.0, 7.0], dtype=dtype)
+    values = torch.tensor([0.5, -1.0, 4.0, 9.0, 5.0, 2.0], dtype=dtype)
+    queries = torch.tensor([1.25, 2.5, 3.0, 10.0, -4.0, 0.0, 5.0, 1e6], dtype=dtype)
+    out, weights = nadaraya_watson(queries, keys, values, width, return_weights=True)
+    expected = _nearest_neighbour_brute_force(queries, keys, values)
+    assert torch.isfinite(out).all() and torch.isfinite(weights).all(), out
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-6 if dtype == torch.float32 else 1e-15)
+    # Ties share the weight equally: q = 2.5 between keys 2 and 3 (twice), q = 3 on the repeated key 3.
+    torch.testing.assert_close(weights[1], torch.tensor([0, 0, 1 / 3, 1 / 3, 1 / 3, 0], dtype=dtype))
+    torch.testing.assert_close(weights[2], torch.tensor([0, 0, 0, 0.5, 0.5, 0], dtype=dtype))
+
+
+def test_tiny_widths_match_brute_force_nearest_neighbour_on_random_points():
+    keys, values, queries = _random((50, 3), 30, 5.0), torch.randn(50, 2, dtype=F64), _random((40, 3), 31, 5.0)
+    nearest = values[torch.cdist(queries, keys).argmin(dim=-1)]  # (40, 2), no ties on random points
+    for width in (1e-6, 1e-100, 1e-200, 1e-300, 5e-324):
+        torch.testing.assert_close(nadaraya_watson(queries, keys, values, width), nearest, rtol=0, atol=0)
+    for width in (1e-10, 1e-25, 1e-40):  # float32 too, with a tensor width
+        out = nadaraya_watson(queries.float(), keys.float(), values.float(), torch.tensor(width))
+        torch.testing.assert_close(out, nearest.float(), rtol=0, atol=0)
+
+
+def test_tiny_widths_respect_the_mask_and_keep_gradients_finite():
+    keys = torch.tensor([0.0, 1.0, 2.0, 3.0], dtype=F64)
+    values = (keys**2).requires_grad_()
+    loo = ~torch.eye(4, dtype=torch.bool)  # each key's own value is hidden: its nearest usable neighbours share
+    out = nadaraya_watson(keys, keys, values, 1e-200, mask=loo)
+    torch.testing.assert_close(out, torch.tensor([1.0, 2.0, 5.0, 4.0], dtype=F64))
+    out.sum().backward()
+    assert torch.isfinite(values.grad).all()
+    width = torch.tensor(1e-30, dtype=F64, requires_grad=True)
+    out = nadaraya_watson(torch.tensor([1.2, 2.5], dtype=F64), keys, keys**2, width)
+    torch.testing.assert_close(out, torch.tensor([1.0, 6.5], dtype=F64))
+    out.sum().backward()
+    assert torch.isfinite(width.grad)
 
 
 @settings(max_examples=40, deadline=None)
@@ -191,24 +243,36 @@ def test_logits_are_negative_half_squared_distance_over_width_squared():
         (lambda: nadaraya_watson(Z(2), torch.arange(3), Z(3), 1.0), TypeError, "keys must be a floating"),
         (lambda: nadaraya_watson(Z(2), Z(0), Z(0), 1.0), ValueError, "keys must not be empty"),
         (lambda: nadaraya_watson(torch.tensor(1.0), Z(3), Z(3), 1.0), ValueError, "queries must have shape"),
-        (lambda: nadaraya_watson(Z(2, 3), Z(4, 2), Z(4, 1), 1.0), ValueError,
-         r"queries and keys .* got queries \(2, 3\) and keys \(4, 2\)"),
-        (lambda: nadaraya_watson(Z(2), Z(3, dtype=F64), Z(3), 1.0), TypeError,
-         "queries and keys must share a dtype"),
-        (lambda: nadaraya_watson(Z(2), Z(3), Z(4), 1.0), ValueError,
-         r"values must be .* got values \(4,\) and keys \(3,\)"),
-        (lambda: nadaraya_watson(Z(2), Z(3), Z(3, dtype=F64), 1.0), TypeError,
-         "values must have the keys' dtype"),
+        (
+            lambda: nadaraya_watson(Z(2, 3), Z(4, 2), Z(4, 1), 1.0),
+            ValueError,
+            r"queries and keys .* got queries \(2, 3\) and keys \(4, 2\)",
+        ),
+        (lambda: nadaraya_watson(Z(2), Z(3, dtype=F64), Z(3), 1.0), TypeError, "queries and keys must share a dtype"),
+        (
+            lambda: nadaraya_watson(Z(2), Z(3), Z(4), 1.0),
+            ValueError,
+            r"values must be .* got values \(4,\) and keys \(3,\)",
+        ),
+        (lambda: nadaraya_watson(Z(2), Z(3), Z(3, dtype=F64), 1.0), TypeError, "values must have the keys' dtype"),
         (lambda: nadaraya_watson(Z(2), Z(3), Z(3), 0.0), ValueError, "width must be > 0"),
         (lambda: nadaraya_watson(Z(2), Z(3), Z(3), math.nan), ValueError, "width must be > 0"),
-        (lambda: nadaraya_watson(Z(2), Z(3), Z(3), torch.ones(2)), ValueError,
-         r"width must be a single number, got a tensor of shape \(2,\)"),
+        (
+            lambda: nadaraya_watson(Z(2), Z(3), Z(3), torch.ones(2)),
+            ValueError,
+            r"width must be a single number, got a tensor of shape \(2,\)",
+        ),
         (lambda: nadaraya_watson(Z(2), Z(3), Z(3), "wide"), TypeError, "width must be"),
-        (lambda: nadaraya_watson(Z(2), Z(3), Z(3), 1.0, mask=torch.ones(2, 3)), TypeError,
-         "mask must be a boolean tensor"),
-        (lambda: nadaraya_watson(Z(2), Z(3), Z(3), 1.0,
-                                 mask=torch.ones(3, 3, dtype=torch.bool)), ValueError,
-         r"mask of shape \(3, 3\) does not broadcast .* \(2, 3\)"),
+        (
+            lambda: nadaraya_watson(Z(2), Z(3), Z(3), 1.0, mask=torch.ones(2, 3)),
+            TypeError,
+            "mask must be a boolean tensor",
+        ),
+        (
+            lambda: nadaraya_watson(Z(2), Z(3), Z(3), 1.0, mask=torch.ones(3, 3, dtype=torch.bool)),
+            ValueError,
+            r"mask of shape \(3, 3\) does not broadcast .* \(2, 3\)",
+        ),
         (lambda: NadarayaWatson(-1.0), ValueError, "width must be > 0"),
         (lambda: NadarayaWatson(math.inf), ValueError, "width must be finite"),
     ],

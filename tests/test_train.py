@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import signal
@@ -29,6 +31,7 @@ from attnbook.train import (
     warmup_cosine_factor,
 )
 from attnbook.train import checkpoint as checkpoint_module
+from attnbook.train import engine as engine_module
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -215,6 +218,39 @@ def test_fit_or_load_trains_once_then_loads(tmp_path: Path) -> None:
     assert {"train/loss", "val/loss"} <= {line.get_label() for line in figure.axes[0].get_lines()}
     with pytest.raises(FileNotFoundError, match="run_dir"):
         plot_learning_curves(tmp_path / "nowhere")
+
+
+def test_fit_or_load_trains_afresh_when_the_code_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    overrides = [*TINY_GPT, "--trainer.max_epochs", "1"]
+    first = fit_or_load("gpt-quick", run_dir=tmp_path / "run", overrides=overrides)
+    assert first.trained
+    key = json.loads((tmp_path / "run" / "cache_key.json").read_text())
+    assert key["code"] == engine_module.code_fingerprint() and key["torch"] == torch.__version__
+    assert key["data"] == hashlib.sha256(first.datamodule.load_text().encode()).hexdigest()
+    assert not fit_or_load("gpt-quick", run_dir=tmp_path / "run", overrides=overrides).trained
+    monkeypatch.setattr(engine_module, "code_fingerprint", lambda: "the model's code changed")
+    changed = fit_or_load("gpt-quick", run_dir=tmp_path / "run", overrides=overrides)
+    assert changed.trained, "a checkpoint of other code was loaded"
+    assert changed.trainer.global_step == 6  # one epoch from scratch, not a resumed run
+    assert json.loads((tmp_path / "run" / "cache_key.json").read_text())["code"] == "the model's code changed"
+    assert not fit_or_load("gpt-quick", run_dir=tmp_path / "run", overrides=overrides).trained
+
+
+def test_fit_or_load_default_folder_is_keyed_and_the_corpus_is_fingerprinted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ATTNBOOK_CACHE", str(tmp_path / "cache"))
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog. " * 100, encoding="utf-8")
+    overrides = [*TINY_GPT, "--trainer.max_epochs", "1", "--data.init_args.corpus", str(corpus)]
+    first = fit_or_load("gpt-quick", overrides=overrides)
+    assert first.trained and first.run_dir.parent == tmp_path / "cache" / "runs"
+    assert first.run_dir.name.startswith("gpt-quick-")
+    corpus.write_text("pack my box with five dozen liquor jugs. " * 100, encoding="utf-8")  # same path, new text
+    second = fit_or_load("gpt-quick", overrides=overrides)
+    assert second.run_dir == first.run_dir and second.trained, "a model of the old corpus was loaded"
+    monkeypatch.setattr(engine_module, "code_fingerprint", lambda: "other code")
+    assert fit_or_load("gpt-quick", overrides=overrides).run_dir != first.run_dir  # each code version: its folder
 
 
 # ------------------------------------------------------------------------------------------------ resume after kill

@@ -18,7 +18,17 @@ which works on queries and keys already projected to width ``A`` (``v^T tanh(q'_
 :class:`AdditiveAttention` owns the projections ``W_1, W_2`` and calls the core; :func:`additive_attention`
 is the same computation with explicit weight tensors.
 
-Masks: boolean, ``True`` = may attend; ``(B, L_k)`` (key padding) or broadcastable to ``(B, L_q, L_k)``.
+Masks: boolean, ``True`` = may attend, in two arguments whose shapes cannot be confused:
+
+* ``mask`` broadcasts (aligned from the right, as every mask in the book) to the weights' shape:
+  ``(B, L_q, L_k)`` for a query ``(B, L_q, D_q)``, so a 2-D mask is always ``(L_q, L_k)`` (e.g. causal),
+  whatever the batch size; for a single-step query ``(B, D_q)`` the weights are ``(B, L_k)`` and so is the mask.
+* ``key_mask (B, L_k)``: which keys of each batch element are real (``False`` = padding), shared by all
+  queries. Note the polarity: PyTorch's ``key_padding_mask`` is ``True`` at padding; this is ``True`` at keys.
+
+Both may be given; a key is attended where both are ``True``. A 2-D ``mask`` of shape ``(B, L_k)`` that is
+not an ``(L_q, L_k)`` mask raises a ``ValueError`` pointing to ``key_mask=`` (earlier versions read it as a
+key mask, silently and wrongly so whenever ``B == L_q``).
 A query that sees no key gets all-zero weights and a zero context, never NaN.
 
 Cost: the ``tanh`` is taken on a ``(B, L_q, L_k, A)`` tensor, ``A`` times the memory of the
@@ -89,26 +99,49 @@ class AdditiveScores(Scores):
         return additive_logits(q, k, self.v)  # (B, H, L_q, L_k)
 
 
-def _normalise_mask(mask: Tensor | None, B: int, L_q: int, L_k: int, where: str) -> Tensor | None:
-    """A boolean mask as ``(B, L_q, L_k)``-broadcastable: ``(B, L_k)`` key masks become ``(B, 1, L_k)``."""
-    if mask is None:
-        return None
+def _check_bool(name: str, mask: object, where: str) -> Tensor:
     if not isinstance(mask, Tensor):
-        raise TypeError(f"{where}: mask must be a torch.Tensor or None, got {type(mask).__name__}")
+        raise TypeError(f"{where}: {name} must be a torch.Tensor or None, got {type(mask).__name__}")
     if mask.dtype != torch.bool:
-        raise TypeError(f"{where}: mask must be a bool tensor (True = attend), got dtype {mask.dtype}")
-    if mask.ndim == 2 and mask.shape == (B, L_k):
-        mask = mask[:, None, :]  # (B, 1, L_k)
-    try:
-        ok = mask.ndim <= 3 and torch.broadcast_shapes(mask.shape, (B, L_q, L_k)) == (B, L_q, L_k)
-    except RuntimeError:
-        ok = False
-    if not ok:
-        raise ValueError(
-            f"{where}: mask of shape {tuple(mask.shape)} must be (B, L_k)=({B}, {L_k}) or broadcast to "
-            f"(B, L_q, L_k)=({B}, {L_q}, {L_k})"
-        )
+        raise TypeError(f"{where}: {name} must be a bool tensor (True = attend), got dtype {mask.dtype}")
     return mask
+
+
+def _normalise_mask(
+    mask: Tensor | None, key_mask: Tensor | None, B: int, L_q: int, L_k: int, single: bool, where: str
+) -> Tensor | None:
+    """``mask`` and ``key_mask`` combined into one boolean mask that broadcasts to ``(B, L_q, L_k)``.
+
+    ``mask`` broadcasts to the weights' shape: ``(B, L_q, L_k)``, or ``(B, L_k)`` for a single-step query
+    (``single``, where ``L_q == 1``); ``key_mask`` is ``(B, L_k)``.
+    """
+    combined = None
+    if mask is not None:
+        mask = _check_bool("mask", mask, where)
+        target = (B, L_k) if single else (B, L_q, L_k)
+        try:
+            ok = mask.ndim <= len(target) and torch.broadcast_shapes(mask.shape, target) == target
+        except RuntimeError:
+            ok = False
+        if not ok:
+            hint = ""
+            if not single and tuple(mask.shape) == (B, L_k):
+                hint = (
+                    f"; a 2-D mask is (L_q, L_k) = ({L_q}, {L_k}): for a mask of the keys of each batch element, "
+                    "(B, L_k), pass key_mask= instead"
+                )
+            raise ValueError(
+                f"{where}: mask of shape {tuple(mask.shape)} must broadcast to the weights' shape "
+                f"{'(B, L_k)' if single else '(B, L_q, L_k)'} = {target}{hint}"
+            )
+        combined = mask[..., None, :] if single and mask.ndim == 2 else mask  # (B, 1, L_k) for one step
+    if key_mask is not None:
+        key_mask = _check_bool("key_mask", key_mask, where)
+        if tuple(key_mask.shape) != (B, L_k):
+            raise ValueError(f"{where}: key_mask of shape {tuple(key_mask.shape)} must be (B, L_k) = ({B}, {L_k})")
+        key_mask = key_mask[:, None, :]  # (B, 1, L_k)
+        combined = key_mask if combined is None else combined & key_mask
+    return combined
 
 
 def _check_inputs(query: Tensor, keys: Tensor, values: Tensor, where: str) -> tuple[Tensor, bool]:
@@ -145,6 +178,7 @@ def additive_attention(
     v: Tensor,
     mask: Tensor | None = None,
     *,
+    key_mask: Tensor | None = None,
     bias: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Additive attention with explicit weights: ``softmax_j(v^T tanh(W_k k_j + W_q q_i + b)) @ values``.
@@ -156,7 +190,9 @@ def additive_attention(
         W_q: ``(A, D_q)`` (Bahdanau's ``W_a``, the paper's ``W_2`` in Pointer Networks).
         W_k: ``(A, D_k)`` (Bahdanau's ``U_a``, ``W_1`` in Pointer Networks).
         v: ``(A,)``.
-        mask: bool, ``True`` = attend; ``(B, L_k)`` or broadcastable to ``(B, L_q, L_k)``.
+        mask: bool, ``True`` = attend; broadcastable to the weights, ``(B, L_q, L_k)`` (so a 2-D mask is
+            ``(L_q, L_k)``), or ``(B, L_k)`` for a 2-D query.
+        key_mask: bool ``(B, L_k)``, ``True`` = a real key (``False``: padding), for every query.
         bias: optional ``(A,)`` added inside the ``tanh``.
 
     Returns:
@@ -177,7 +213,7 @@ def additive_attention(
             )
     if bias is not None and tuple(bias.shape) != (A,):
         raise ValueError(f"{where}: bias must have shape ({A},), got {tuple(bias.shape)}")
-    mask = _normalise_mask(mask, B, L_q, L_k, where)
+    mask = _normalise_mask(mask, key_mask, B, L_q, L_k, single, where)
     q_proj = query @ W_q.T  # (B, L_q, A)
     k_proj = keys @ W_k.T  # (B, L_k, A)
     if bias is not None:
@@ -202,8 +238,10 @@ class AdditiveAttention(nn.Module):
         hidden_dim: ``A``, the attention width.
         bias: a bias ``b`` inside the ``tanh`` (on the key projection).
 
-    ``forward(query (B, L_q, D_q) or (B, D_q), keys (B, L_k, D_k), values (B, L_k, D_v) = keys, mask=None)``
-    returns ``(context (B, L_q, D_v), weights (B, L_q, L_k))`` (no ``L_q`` dim for a 2-D query).
+    ``forward(query (B, L_q, D_q) or (B, D_q), keys (B, L_k, D_k), values (B, L_k, D_v) = keys, mask=None,
+    key_mask=None)`` returns ``(context (B, L_q, D_v), weights (B, L_q, L_k))`` (no ``L_q`` dim for a 2-D
+    query). ``mask`` broadcasts to the weights (a 2-D mask is ``(L_q, L_k)``); ``key_mask (B, L_k)`` marks
+    each batch element's real keys (see the module docstring).
     :meth:`logits` gives the raw scores, which a pointer head normalises itself.
     """
 
@@ -241,14 +279,20 @@ class AdditiveAttention(nn.Module):
         return e[:, 0] if single else e
 
     def forward(
-        self, query: Tensor, keys: Tensor, values: Tensor | None = None, mask: Tensor | None = None
+        self,
+        query: Tensor,
+        keys: Tensor,
+        values: Tensor | None = None,
+        mask: Tensor | None = None,
+        *,
+        key_mask: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         values = keys if values is None else values
         where = "AdditiveAttention"
         query3, single = _check_inputs(query, keys, values, where)
         self._check_widths(query3, keys)
         B, L_q, L_k = query3.shape[0], query3.shape[1], keys.shape[1]
-        mask = _normalise_mask(mask, B, L_q, L_k, where)
+        mask = _normalise_mask(mask, key_mask, B, L_q, L_k, single, where)
         q = self.W_q(query3)[:, None]  # (B, 1, L_q, A): one head
         k = self.W_k(keys)[:, None]  # (B, 1, L_k, A)
         core_mask = None if mask is None else mask.expand(B, L_q, L_k)[:, None]  # (B, 1, L_q, L_k)

@@ -70,11 +70,8 @@ def _check_width(width: float | Tensor) -> Tensor | float:
     return float(width)
 
 
-def gaussian_kernel_logits(queries: Tensor, keys: Tensor, width: float | Tensor) -> Tensor:
-    """The logits ``-||q_i - k_j||^2 / (2 w^2)`` of the Gaussian kernel, shape ``(..., L_q, L_k)``.
-
-    ``queries (L_q,)`` or ``(..., L_q, D)``; ``keys`` in the same form. ``width`` may be ``inf`` (all logits 0).
-    """
+def _squared_distances(queries: Tensor, keys: Tensor) -> Tensor:
+    """``||q_i - k_j||^2`` as ``(..., L_q, L_k)``, after checking that queries and keys have matching forms."""
     q = _as_points(queries, "queries")
     k = _as_points(keys, "keys")
     if q.ndim != k.ndim or q.shape[:-2] != k.shape[:-2] or q.shape[-1] != k.shape[-1]:
@@ -84,10 +81,42 @@ def gaussian_kernel_logits(queries: Tensor, keys: Tensor, width: float | Tensor)
         )
     if q.dtype != k.dtype:
         raise TypeError(f"nadaraya_watson: queries and keys must share a dtype, got {q.dtype} and {k.dtype}")
-    w = _check_width(width)
     diff = q.unsqueeze(-2) - k.unsqueeze(-3)  # (..., L_q, 1, D) - (..., 1, L_k, D) = (..., L_q, L_k, D)
-    squared_distance = diff.square().sum(dim=-1)  # (..., L_q, L_k)
-    return -squared_distance / (2 * w**2)
+    return diff.square().sum(dim=-1)  # (..., L_q, L_k)
+
+
+def gaussian_kernel_logits(queries: Tensor, keys: Tensor, width: float | Tensor) -> Tensor:
+    """The logits ``-||q_i - k_j||^2 / (2 w^2)`` of the Gaussian kernel, shape ``(..., L_q, L_k)``.
+
+    ``queries (L_q,)`` or ``(..., L_q, D)``; ``keys`` in the same form. ``width`` may be ``inf`` (all logits 0).
+    These are the textbook logits; at very small widths they overflow to ``-inf`` (and ``0 / 0`` where a query
+    equals a key), so :func:`nadaraya_watson` normalises shifted logits instead (see there).
+    """
+    w = _check_width(width)
+    return -_squared_distances(queries, keys) / (2 * w**2)
+
+
+def _shifted_logits(squared_distance: Tensor, width: float | Tensor, mask: Tensor | None) -> Tensor:
+    """``-(d_ij - min_j d_ij) / 2w^2`` with ``d = ||q - k||^2``: the logits shifted so that each row's largest is 0.
+
+    Softmax does not change when a row's logits move by the same amount, so these give the Gaussian weights
+    exactly; but the nearest key's logit is exactly 0 at *every* width, so no row can underflow to all zeros
+    as ``w -> 0``. Entries whose weight is below the dtype's smallest number anyway (``gap > C * 2w^2`` with
+    ``exp(-C) == 0``) are set to ``-inf`` directly, without dividing by a ``2w^2`` that may have underflowed to
+    0: the limit ``w -> 0`` is then exact, nearest-neighbour lookup, with tied nearest keys sharing equally.
+    Masked keys (``mask`` False) are left out of the row minimum and get ``-inf``.
+    """
+    work = squared_distance if mask is None else squared_distance.masked_fill(~mask, float("inf"))
+    nearest = work.detach().amin(dim=-1, keepdim=True)  # (..., L_q, 1); the shift needs no gradient
+    nearest = torch.where(torch.isfinite(nearest), nearest, torch.zeros_like(nearest))  # a fully masked row
+    gap = work - nearest  # (..., L_q, L_k), >= 0, exactly 0 at the nearest key(s), inf where masked
+    # 2w^2 in the distances' dtype, where it may underflow to 0 for tiny widths (1e-30 in float32).
+    denominator = (2 * width**2).to(gap.dtype) if isinstance(width, Tensor) else gap.new_tensor(2 * width**2)
+    safe = torch.where(denominator > 0, denominator, torch.ones_like(denominator))
+    cutoff = -math.log(torch.finfo(gap.dtype).tiny) + 60.0  # exp(-cutoff) is 0 even for subnormal results
+    vanishing = gap > cutoff * denominator  # (..., L_q, L_k): weight exactly 0 (True for every gap > 0 if 2w^2 == 0)
+    logits = -torch.where(vanishing, torch.zeros_like(gap), gap) / safe  # finite, in [-cutoff, 0]
+    return logits.masked_fill(vanishing, float("-inf"))
 
 
 def nadaraya_watson(
@@ -110,20 +139,27 @@ def nadaraya_watson(
         mask: optional boolean ``(..., L_q, L_k)`` (broadcastable), ``True`` = key ``j`` may be used for query
             ``i``; e.g. ``~torch.eye(n, dtype=torch.bool)`` leaves each training point out of its own
             prediction. A query with no usable key predicts 0.
+
+    The weights are computed from logits shifted by each row's smallest squared distance (the softmax is
+    unchanged), so the limit ``width -> 0`` holds exactly at any tiny width, in float32 and float64: each
+    query returns the value of its nearest usable key, and keys tied for nearest share the weight equally.
         return_weights: also return the weights ``(..., L_q, L_k)``.
 
     Returns:
         The predictions, ``(L_q,)`` for ``(L_k,)`` values, else ``(..., L_q, D_v)``; with the weights if asked.
     """
-    logits = gaussian_kernel_logits(queries, keys, width)  # (..., L_q, L_k)
+    w = _check_width(width)
+    squared_distance = _squared_distances(queries, keys)  # (..., L_q, L_k)
     if not isinstance(values, Tensor):
         raise TypeError(f"nadaraya_watson: values must be a torch.Tensor, got {type(values).__name__}")
-    if values.dtype != logits.dtype:
-        raise TypeError(f"nadaraya_watson: values must have the keys' dtype {logits.dtype}, got {values.dtype}")
+    if values.dtype != squared_distance.dtype:
+        raise TypeError(
+            f"nadaraya_watson: values must have the keys' dtype {squared_distance.dtype}, got {values.dtype}"
+        )
     scalar_values = values.ndim == 1
     v = values.unsqueeze(-1) if scalar_values else values  # (..., L_k, D_v)
-    num_keys = logits.shape[-1]
-    if v.shape[:-1] != (*logits.shape[:-2], num_keys):
+    num_keys = squared_distance.shape[-1]
+    if v.shape[:-1] != (*squared_distance.shape[:-2], num_keys):
         raise ValueError(
             "nadaraya_watson: values must be (L_k,) or (..., L_k, D_v) with the keys' leading dims and L_k, "
             f"got values {tuple(values.shape)} and keys {tuple(keys.shape)}"
@@ -134,8 +170,8 @@ def nadaraya_watson(
                 "nadaraya_watson: mask must be a boolean tensor (True = use the key), "
                 f"got {type(mask).__name__} of dtype {getattr(mask, 'dtype', None)}"
             )
-        check_mask(mask, tuple(logits.shape), logits.dtype, name="mask")
-    weights = masked_softmax(logits, mask)  # (..., L_q, L_k)
+        check_mask(mask, tuple(squared_distance.shape), squared_distance.dtype, name="mask")
+    weights = masked_softmax(_shifted_logits(squared_distance, w, mask), mask)  # (..., L_q, L_k)
     out = weights @ v  # (..., L_q, D_v)
     out = out.squeeze(-1) if scalar_values else out  # (L_q,) for scalar values
     return (out, weights) if return_weights else out
@@ -176,10 +212,10 @@ class NadarayaWatson(nn.Module):
 
     def weights(self, queries: Tensor, keys: Tensor, mask: Tensor | None = None) -> Tensor:
         """The attention weights ``(..., L_q, L_k)`` that :meth:`forward` uses."""
-        logits = gaussian_kernel_logits(queries, keys, self.width.to(queries.dtype))
+        squared_distance = _squared_distances(queries, keys)  # (..., L_q, L_k)
         if mask is not None:
-            check_mask(mask, tuple(logits.shape), logits.dtype, name="mask")
-        return masked_softmax(logits, mask)
+            check_mask(mask, tuple(squared_distance.shape), squared_distance.dtype, name="mask")
+        return masked_softmax(_shifted_logits(squared_distance, self.width.to(queries.dtype), mask), mask)
 
     def extra_repr(self) -> str:
         return f"width={self.width.item():.4g}, learnable={isinstance(self.log_width, nn.Parameter)}"
@@ -202,4 +238,6 @@ class GaussianKernelScores(Scores):
         return self.kernel.width
 
     def forward(self, q: Tensor, k: Tensor) -> Tensor:
-        return gaussian_kernel_logits(q, k, self.width.to(q.dtype))  # (B, H, L_q, L_k)
+        # Shifted logits (each row's largest is 0): the same softmax, and the exact nearest-key limit for tiny
+        # widths. The core applies its mask afterwards, so a masked nearest key is not known here.
+        return _shifted_logits(_squared_distances(q, k), self.width.to(q.dtype), None)  # (B, H, L_q, L_k)

@@ -9,6 +9,7 @@ parser and build the same Trainer.
     run_dir/metrics.csv, hparams.yaml     CSV log (one row per logged step / epoch)
     run_dir/tensorboard/                  TensorBoard events (tensorboard --logdir run_dir)
     run_dir/config.yaml                   the full resolved configuration
+    run_dir/cache_key.json                what the checkpoint depends on (written by fit_or_load only)
     run_dir/checkpoints/last.ckpt         written at the end of every epoch (resume: --ckpt_path last)
     run_dir/checkpoints/best.ckpt         the best epoch by engine.monitor (val/loss by default)
     run_dir/checkpoints/epoch=NNN.ckpt    every engine.save_every_n_epochs epochs (0: none)
@@ -26,7 +27,11 @@ multi-node -- is a plain ``trainer.*`` setting, handled by Lightning.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
 import importlib
+import json
+import logging
 import os
 import warnings
 from collections.abc import Sequence
@@ -54,7 +59,11 @@ __all__ = [
     "FitResult",
     "fit_or_load",
     "load_module",
+    "code_fingerprint",
+    "data_fingerprint",
 ]
+
+log = logging.getLogger(__name__)
 
 _LOGGERS = ("csv", "tensorboard")
 _SPECIAL_CKPT = ("last", "best", "hpc")
@@ -270,28 +279,110 @@ class FitResult:
     metrics: dict[str, float]
 
 
+#: The packages whose source defines what a run trains: models, attention, training code and data.
+_CODE_PACKAGES = ("attention", "data", "models", "train")
+_CACHE_KEY_FILE = "cache_key.json"
+
+
+@functools.lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """SHA-256 of the source of the attnbook packages that define a run (:data:`_CODE_PACKAGES`).
+
+    Computed once per process: it describes the code this process has imported, which a running kernel
+    keeps even if the files change on disk.
+    """
+    root = Path(__file__).resolve().parents[1]  # attnbook/
+    digest = hashlib.sha256()
+    for package in _CODE_PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def data_fingerprint(datamodule: pl.LightningDataModule) -> str:
+    """SHA-256 of a datamodule's corpus text when it reads one (``load_text()``), else ``""``.
+
+    A text corpus can change under an unchanged configuration (the standard library of another Python, an
+    edited file); generated tasks are fixed by the code and the configuration, which the cache key holds.
+    """
+    load_text = getattr(datamodule, "load_text", None)
+    return hashlib.sha256(load_text().encode()).hexdigest() if callable(load_text) else ""
+
+
+def _recipe(config_path: Path, overrides: Sequence[str]) -> dict[str, Any]:
+    """What a run folder's checkpoint depends on, apart from the data: configuration, code and versions."""
+    import attnbook
+
+    return {
+        "config": config_path.read_text(encoding="utf-8"),
+        "overrides": list(overrides),
+        "code": code_fingerprint(),
+        "attnbook": attnbook.__version__,
+        "torch": torch.__version__,
+        "lightning": pl.__version__,
+    }
+
+
+def _digest(parts: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def _read_cache_key(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((run_dir / _CACHE_KEY_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _write_cache_key(run_dir: Path, key: dict[str, Any]) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    temporary = run_dir / f".{_CACHE_KEY_FILE}.tmp"
+    temporary.write_text(json.dumps(key, sort_keys=True, indent=1), encoding="utf-8")
+    os.replace(temporary, run_dir / _CACHE_KEY_FILE)
+
+
+def _names_run_dir(overrides: Sequence[str]) -> bool:
+    return any(arg == "--engine.run_dir" or arg.startswith("--engine.run_dir=") for arg in overrides)
+
+
 def fit_or_load(
     config: str | os.PathLike[str],
     run_dir: str | os.PathLike[str] | None = None,
     overrides: Sequence[str] = (),
     retrain: bool = False,
 ) -> FitResult:
-    """Train a preset (or YAML config) with the engine, or load it if its run folder has a checkpoint.
+    """Train a preset (or YAML config) with the engine, or load it if its run folder has a checkpoint of it.
 
     Args:
         config: a preset name (``"gpt-quick"``) or a YAML path, exactly as ``attnbook fit --config`` takes.
-        run_dir: the run folder (default: the config's ``engine.run_dir``).
+        run_dir: the run folder. Default (``None``, and no ``--engine.run_dir`` among the overrides):
+            ``$ATTNBOOK_CACHE/runs/<config>-<hash>`` (:func:`attnbook.data.text.get_cache_dir`), where the hash
+            covers everything of the cache key below except the data, so each configuration and each version
+            of the code keeps its own folder.
         overrides: command-line style overrides, e.g. ``["--trainer.max_epochs", "3"]``.
         retrain: ignore an existing checkpoint and train from scratch.
 
-    With ``run_dir/checkpoints/last.ckpt`` present the run is resumed from it: a finished run trains no step
+    **The cache key.** A checkpoint is reused only if the run folder's ``cache_key.json`` matches this call's
+    key: the configuration's text, the overrides, a hash of the source of ``attnbook.attention``,
+    ``attnbook.data``, ``attnbook.models`` and ``attnbook.train`` (:func:`code_fingerprint`), a hash of the
+    corpus text for text datamodules (:func:`data_fingerprint`), and the versions of attnbook, PyTorch and
+    Lightning. Otherwise (no key file, or a different key: say the model's code changed) the folder's old
+    checkpoints and logs are deleted and the run trains afresh -- a stale model is never loaded silently.
+
+    With a matching ``run_dir/checkpoints/last.ckpt`` the run is resumed from it: a finished run trains no step
     and just restores its weights, an interrupted one finishes. Same parser, same Trainer, same checkpoints
     as ``attnbook fit --config <config> --ckpt_path last``. Like the command, it seeds Python, NumPy and
-    PyTorch with the config's ``seed_everything`` (0 in the presets). Chapters pass a ``run_dir`` outside the
-    repository (e.g. under :func:`attnbook.data.text.get_cache_dir`) and quiet overrides such as
+    PyTorch with the config's ``seed_everything`` (0 in the presets). Chapters leave ``run_dir`` to the
+    default and pass quiet overrides such as
     ``["--engine.progress_bar", "false", "--trainer.enable_model_summary", "false"]``.
     """
-    args = ["--config", str(resolve_config(config)), *overrides]
+    config_path = resolve_config(config)
+    recipe = _recipe(config_path, overrides)
+    args = ["--config", str(config_path), *overrides]
+    if run_dir is None and not _names_run_dir(overrides):
+        from attnbook.data.text import get_cache_dir
+
+        run_dir = get_cache_dir() / "runs" / f"{config_path.stem}-{_digest(recipe)[:12]}"
     if run_dir is not None:
         args += ["--engine.run_dir", str(run_dir)]
     with warnings.catch_warnings():
@@ -301,12 +392,19 @@ def fit_or_load(
         cli = AttnbookCLI(args=args, run=False)
     trainer, module, datamodule = cli.trainer, cli.model, cli.datamodule
     engine = cli.engine
+    folder = Path(engine.run_dir)
+    key = {**recipe, "data": data_fingerprint(datamodule)}
     last = engine.checkpoint_dir / "last.ckpt"
-    resume = last.is_file() and not retrain
+    stored = _read_cache_key(folder)
+    resume = last.is_file() and not retrain and stored == key
+    if last.is_file() and not retrain and stored != key:
+        changed = sorted(k for k in key if stored is None or stored.get(k) != key[k])
+        log.warning("%s holds a run of other code or settings (differs in: %s); training afresh", folder, changed)
     if not resume:  # a fresh run: nothing of an older run in this folder may mix into its logs or checkpoints
-        clear_run_logs(engine.run_dir)
+        clear_run_logs(folder)
         for stale in engine.checkpoint_dir.glob("*.ckpt"):
             stale.unlink()
+        _write_cache_key(folder, key)
     start_step = 0
     if resume:
         start_step = int(torch.load(last, map_location="cpu", weights_only=False).get("global_step", 0))
@@ -318,7 +416,7 @@ def fit_or_load(
         module=module,
         datamodule=datamodule,
         trainer=trainer,
-        run_dir=Path(engine.run_dir),
+        run_dir=folder,
         last_checkpoint=last if last.is_file() else None,
         best_checkpoint=best if best.is_file() else None,
         trained=trainer.global_step > start_step,
