@@ -18,7 +18,7 @@ import yaml
 
 import attnbook.data
 from attnbook.data import registry as reg
-from attnbook.data.registry import Dataset, all_datasets, dataset, download, get_cache_dir, parse_registry
+from attnbook.data.registry import Dataset, all_datasets, download, get_dataset, get_cache_dir, parse_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 PAYLOAD = b"To be, or not to be, that is the question:\n" * 40
@@ -91,14 +91,14 @@ def test_every_data_module_has_a_registered_dataset():
 
 
 def test_digits_entry_matches_scikit_learn():
-    entry = dataset("sklearn_digits")
+    entry = get_dataset("sklearn_digits")
     digits = _resolve(entry.loaders[0])()
     assert entry.samples == len(digits.images) and digits.images.shape[1:] == (8, 8)
 
 
 def test_lookup_and_validation_errors():
     with pytest.raises(ValueError, match="no dataset 'cifar'.*tiny_shakespeare"):
-        dataset("cifar")
+        get_dataset("cifar")
     good = {
         "title": "T",
         "kind": "download",
@@ -227,7 +227,7 @@ def test_offline_error_says_what_to_do(tmp_path, monkeypatch):
 
     monkeypatch.setattr(reg, "_urlopen", offline)
     cache = tmp_path / "cache"
-    entry = dataset("tiny_shakespeare")
+    entry = get_dataset("tiny_shakespeare")
     with pytest.raises(ConnectionError) as info:
         download("tiny_shakespeare", cache)
     message = str(info.value)
@@ -240,7 +240,7 @@ def test_download_overrides_and_argument_errors(tmp_path):
     src = tmp_path / "mirror.txt"
     src.write_bytes(PAYLOAD)
     path = download("tiny_shakespeare", tmp_path / "c", url=src.as_uri(), sha256=PAYLOAD_SHA)  # size check dropped
-    assert path.name == dataset("tiny_shakespeare").filename and path.read_bytes() == PAYLOAD
+    assert path.name == get_dataset("tiny_shakespeare").filename and path.read_bytes() == PAYLOAD
     with pytest.raises(ValueError, match="generated, not a download"):
         download("kernel_regression", tmp_path / "c")
     with pytest.raises(TypeError, match="unexpected overrides"):
@@ -250,6 +250,6 @@ def test_download_overrides_and_argument_errors(tmp_path):
 
 
 def test_package_exports():
-    for name in ("all_datasets", "dataset", "download", "get_cache_dir", "Dataset"):
+    for name in ("all_datasets", "get_dataset", "download", "get_cache_dir", "Dataset"):
         assert getattr(attnbook.data, name) is getattr(reg, name)
     assert attnbook.data.registry is sys.modules["attnbook.data.registry"]

@@ -40,7 +40,7 @@ __all__ = [
     "KINDS",
     "all_datasets",
     "parse_registry",
-    "dataset",
+    "get_dataset",
     "repository_root",
     "get_cache_dir",
     "cached_path",
@@ -142,7 +142,7 @@ def all_datasets() -> dict[str, Dataset]:
     return parse_registry(text, "attnbook/data/registry.yaml")
 
 
-def dataset(name: str) -> Dataset:
+def get_dataset(name: str) -> Dataset:
     """The registry entry called ``name``; a ``ValueError`` lists the known names otherwise."""
     entries = all_datasets()
     if name not in entries:
@@ -171,7 +171,7 @@ def get_cache_dir(create: bool = True) -> Path:
 
 
 def _download_entry(name: str | Dataset) -> Dataset:
-    entry = dataset(name) if isinstance(name, str) else name
+    entry = get_dataset(name) if isinstance(name, str) else name
     if not isinstance(entry, Dataset):
         raise TypeError(f"name must be a dataset name or a Dataset, got {type(name).__name__}")
     if entry.kind != "download":

@@ -45,7 +45,7 @@ __all__ = [
     "sample_batch",
 ]
 
-_TINY_SHAKESPEARE = _registry.dataset("tiny_shakespeare")
+_TINY_SHAKESPEARE = _registry.get_dataset("tiny_shakespeare")
 #: The source URL, the SHA-256 of the file and its cache file name, from the dataset registry.
 TINY_SHAKESPEARE_URL = str(_TINY_SHAKESPEARE.url)
 TINY_SHAKESPEARE_SHA256 = str(_TINY_SHAKESPEARE.sha256)
