@@ -18,7 +18,7 @@ import yaml
 
 import attnbook.data
 from attnbook.data import registry as reg
-from attnbook.data.registry import Dataset, all_datasets, download, get_dataset, get_cache_dir, parse_registry
+from attnbook.data.registry import Dataset, all_datasets, download, get_cache_dir, get_dataset, parse_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 PAYLOAD = b"To be, or not to be, that is the question:\n" * 40
