@@ -94,7 +94,7 @@ def test_cache_dir_honours_env(monkeypatch, tmp_path):
 
 
 def test_tiny_shakespeare_comes_from_the_registry():
-    entry = registry_module.dataset("tiny_shakespeare")
+    entry = registry_module.get_dataset("tiny_shakespeare")
     assert (text_module.TINY_SHAKESPEARE_URL, text_module.TINY_SHAKESPEARE_SHA256) == (entry.url, entry.sha256)
     assert TINY_SHAKESPEARE_FILENAME == entry.filename
 
