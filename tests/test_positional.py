@@ -385,3 +385,16 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="length"):
         most_recent_marker(2, 0)
     assert math.isfinite(float(alibi_slopes(3).sum()))
+
+
+def test_class_prior_bias_rejects_negative_positions():
+    prior = class_prior(torch.randn(6, 5, 2), torch.tensor([0, 1] * 3), 2)
+    part = ClassPriorBias(2, prior)
+    q = torch.zeros(1, 2, 3, 4)
+    # a negative index would silently read the score of a time step from the end of the series
+    with pytest.raises(ValueError, match=r"k_pos must lie in \[0, T=5\)"):
+        part.bias(q, q, torch.arange(3), torch.tensor([-1, 0, 1]))
+    with pytest.raises(ValueError, match=r"k_pos must lie in \[0, T=5\)"):
+        part.bias(q, q, torch.arange(3), torch.tensor([3, 4, 5]))
+    with pytest.raises(ValueError, match="positions must lie"):
+        ClassPriorPositionalEncoding(prior, 8)(torch.tensor([-1, 0]))

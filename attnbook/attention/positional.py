@@ -634,6 +634,9 @@ class ClassPriorBias(PositionPart):
 
     def bias(self, q: Tensor, k: Tensor, q_pos: Tensor, k_pos: Tensor) -> Tensor:
         _check_heads("ClassPriorBias", q, self.num_heads)
-        if int(k_pos.max()) >= self.score.shape[0]:
-            raise ValueError(f"ClassPriorBias: k_pos must be < T={self.score.shape[0]}, got max {int(k_pos.max())}")
+        T = self.score.shape[0]
+        if k_pos.numel() and (int(k_pos.min()) < 0 or int(k_pos.max()) >= T):  # a negative index would wrap round
+            raise ValueError(
+                f"ClassPriorBias: k_pos must lie in [0, T={T}), got range [{int(k_pos.min())}, {int(k_pos.max())}]"
+            )
         return (self.gamma[:, None, None] * self.score[k_pos][None, None, :]).to(q.dtype)  # (H, 1, L_k)
