@@ -15,7 +15,6 @@ from attnbook.attention.positional import (
     ALiBi,
     ClassPriorBias,
     ClassPriorPositionalEncoding,
-    DirectionAwareRelativePosition,
     LearnedPositionalEmbedding,
     ObjectPositionalEncoding,
     RotaryPositionEmbedding,
@@ -23,6 +22,7 @@ from attnbook.attention.positional import (
     ShawRelativePosition,
     SinusoidalPositionalEncoding,
     SinusoidalPositionalEncoding2D,
+    TENERRelativePosition,
     alibi_slopes,
     class_prior,
     music_transformer_skew,
@@ -31,6 +31,7 @@ from attnbook.attention.positional import (
     relative_logits_skew,
     rope_cos_sin,
     sinusoidal_encoding,
+    tener_sinusoid,
 )
 from attnbook.data.positions import most_recent_marker
 
@@ -236,7 +237,7 @@ def test_rope_scores_depend_only_on_offset(shift, layout):
         lambda: ALiBi(4),
         lambda: RotaryPositionEmbedding(8),
         lambda: ShawRelativePosition(8, 5),
-        lambda: DirectionAwareRelativePosition(4, 8),
+        lambda: TENERRelativePosition(4, 8),
     ],
     ids=["alibi", "rope", "shaw", "crener"],
 )
@@ -246,7 +247,7 @@ def test_parts_fused_equals_manual_in_multihead_attention(part):
     fused = MultiHeadAttention(32, 4, core=AttentionCore(positions=p, pattern=CausalPattern())).double()
     manual = MultiHeadAttention(32, 4, core=AttentionCore(positions=p, pattern=CausalPattern(), backend="manual"))
     manual.load_state_dict(fused.state_dict())
-    if isinstance(p, DirectionAwareRelativePosition):
+    if isinstance(p, TENERRelativePosition):
         with torch.no_grad():
             p.u.normal_()
             p.v.normal_()
@@ -254,29 +255,53 @@ def test_parts_fused_equals_manual_in_multihead_attention(part):
     assert (fused(x)[0] - manual.double()(x)[0]).abs().max().item() < 1e-12
 
 
-def test_crener_bias_equals_brute_force_unscaled():
+def _tener_R(t: int, D: int) -> torch.Tensor:
+    """TENER's relative sinusoid written out entry by entry: sines then cosines, w_k = 10000^(-k / (D/2 - 1))."""
+    h = D // 2
+    w = [10000.0 ** (-k / (h - 1)) for k in range(h)]
+    return torch.tensor([math.sin(t * wk) for wk in w] + [math.cos(t * wk) for wk in w], dtype=torch.float64)
+
+
+def test_tener_sinusoid_entries_and_direction():
+    t = torch.tensor([-3.0, 0.0, 5.0], dtype=torch.float64)
+    R = tener_sinusoid(t, 8)
+    assert R.shape == (3, 8)
+    for row, offset in zip(R, (-3, 0, 5), strict=True):
+        torch.testing.assert_close(row, _tener_R(offset, 8), rtol=0, atol=1e-12)
+    # the sine half is odd, the cosine half even: R_-t tells left from right
+    torch.testing.assert_close(tener_sinusoid(-t, 8)[:, :4], -R[:, :4], rtol=0, atol=0)
+    torch.testing.assert_close(tener_sinusoid(-t, 8)[:, 4:], R[:, 4:], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("key_term", [True, False])
+@pytest.mark.parametrize(("q_start", "k_start", "L_q", "L_k"), [(0, 0, 6, 6), (5, 0, 3, 8), (0, 4, 7, 2)])
+def test_tener_bias_equals_brute_force_unscaled(key_term, q_start, k_start, L_q, L_k):
     torch.manual_seed(8)
-    H, D, L = 2, 8, 6
-    part = DirectionAwareRelativePosition(H, D).double()
+    H, D = 2, 8
+    part = TENERRelativePosition(H, D, key_term=key_term).double()
     with torch.no_grad():
         part.u.normal_()
         part.v.normal_()
-    q, k = torch.randn(2, 1, H, L, D, dtype=torch.float64).unbind(0)
-    pos = torch.arange(L)
-    bias = part.bias(q, k, pos, pos)
-    R = lambda t: sinusoidal_encoding(torch.tensor(float(t), dtype=torch.float64), D)  # noqa: E731
-    brute = torch.empty(1, H, L, L, dtype=torch.float64)
+    q = torch.randn(1, H, L_q, D, dtype=torch.float64)
+    k = torch.randn(1, H, L_k, D, dtype=torch.float64)
+    q_pos, k_pos = torch.arange(q_start, q_start + L_q), torch.arange(k_start, k_start + L_k)
+    bias = part.bias(q, k, q_pos, k_pos)
+    brute = torch.empty(1, H, L_q, L_k, dtype=torch.float64)
     for h in range(H):
-        for i in range(L):
-            for j in range(L):
-                brute[0, h, i, j] = q[0, h, i] @ R(i - j) + part.u[h] @ k[0, h, j] + part.v[h] @ R(i - j)
+        for i in range(L_q):
+            for j in range(L_k):
+                pi, pj = int(q_pos[i]), int(k_pos[j])
+                value = part.u[h] @ k[0, h, j] + (q[0, h, i] + part.v[h]) @ _tener_R(pj - pi, D)
+                if key_term:
+                    value = value + k[0, h, j] @ _tener_R(pi - pj, D)
+                brute[0, h, i, j] = value
     assert (bias - brute).abs().max().item() < 1e-12
     core = AttentionCore(scores=DotProductScores(scale=1.0), positions=part)
-    out, w = core(q, k, k, need_weights=True)
+    _, w = core(q, k, k, q_pos=q_pos, k_pos=k_pos, need_weights=True)
     expected = (q @ k.transpose(-2, -1) + brute).softmax(-1)  # no 1/sqrt(D)
     assert (w - expected).abs().max().item() < 1e-12
-    # direction-aware: the same distance in the two directions gives different logits
-    assert not torch.allclose(bias[0, 0, 2, 0], bias[0, 0, 0, 2])
+    if L_q == L_k and q_start == k_start:  # direction-aware: the same distance either way gives different logits
+        assert not torch.allclose(bias[0, 0, 2, 0], bias[0, 0, 0, 2])
 
 
 def test_seqpe_digits_and_shapes():
@@ -292,14 +317,48 @@ def test_seqpe_digits_and_shapes():
     assert pe2(torch.tensor([[[1, 2], [2, 1]]])).shape == (1, 2, 16)
 
 
+def _oat_loop(cell: list[float], dim: int, num_axes: int, freq) -> list[float]:
+    """OAT's grid-cell code entry by entry: per axis (sin, cos) of each frequency, axes one after another."""
+    axis_dim = 2 * math.ceil(dim / (2 * num_axes))
+    out = []
+    for coordinate in cell:
+        for two_k in range(0, axis_dim, 2):
+            out += [math.sin(coordinate * freq(two_k, axis_dim)), math.cos(coordinate * freq(two_k, axis_dim))]
+    return out[:dim]
+
+
+@pytest.mark.parametrize(
+    ("frequencies", "alpha", "freq"),
+    [
+        ("original", 1.0, lambda two_k, n: 10000.0 ** (-two_k / n)),
+        ("exp1", 0.8, lambda two_k, n: two_k**0.8 / n),
+        ("exp2", 2.0, lambda two_k, n: (two_k / n) ** 2.0),
+        ("linear", 0.5, lambda two_k, n: two_k * 0.5 / n),
+    ],
+)
+def test_object_encoding_equals_loop(frequencies, alpha, freq):
+    cells = torch.tensor([[0, 0, 0], [2, 7, 1], [1, 10, 0]], dtype=torch.float64)
+    code = ObjectPositionalEncoding(128, frequencies=frequencies, alpha=alpha)(cells)
+    assert code.shape == (3, 128)
+    for row, cell in zip(code, cells.tolist(), strict=True):
+        torch.testing.assert_close(row, torch.tensor(_oat_loop(cell, 128, 3, freq), dtype=torch.float64))
+    odd = ObjectPositionalEncoding(20, num_axes=3)(cells)  # axis width 2 ceil(20 / 6) = 8, truncated to 20
+    torch.testing.assert_close(
+        odd,
+        torch.tensor(
+            [_oat_loop(c, 20, 3, lambda k, n: 10000.0 ** (-k / n)) for c in cells.tolist()], dtype=torch.float64
+        ),
+    )
+
+
 def test_two_d_and_object_encodings():
     grid = SinusoidalPositionalEncoding2D(16).grid(3, 4)
     assert grid.shape == (12, 16)
     torch.testing.assert_close(grid[5, :8], sinusoidal_encoding(torch.tensor(1), 8))  # (x=1, y=1): first half = x
-    boxes = torch.tensor([[0.1, 0.1, 0.3, 0.2], [0.11, 0.1, 0.31, 0.2], [0.7, 0.8, 0.9, 0.9]])
-    code = ObjectPositionalEncoding(32)(boxes)
-    assert code.shape == (3, 32)
-    assert code[0] @ code[1] > code[0] @ code[2]  # nearby boxes have more similar codes
+    cells = torch.tensor([[1, 4, 0], [1, 5, 0], [2, 10, 1]])
+    code = ObjectPositionalEncoding(48)(cells)
+    assert code.shape == (3, 48) and code.dtype == torch.float32
+    assert code[0] @ code[1] > code[0] @ code[2]  # neighbouring cells have more similar codes
 
 
 def test_class_prior_parts():
@@ -370,18 +429,35 @@ def test_bad_inputs():
         music_transformer_skew(torch.zeros(3, 4))
     with pytest.raises(ValueError, match="rel"):
         relative_logits_skew(torch.zeros(5, 4), torch.zeros(3, 4))
-    with pytest.raises(ValueError, match="boxes"):
+    with pytest.raises(ValueError, match="cells must have shape"):
         ObjectPositionalEncoding(32)(torch.zeros(3, 2))
-    with pytest.raises(ValueError, match="boxes must satisfy"):
-        ObjectPositionalEncoding(32)(torch.tensor([[0.5, 0.5, 0.1, 0.9]]))
+    with pytest.raises(ValueError, match="frequencies"):
+        ObjectPositionalEncoding(32, frequencies="cubic")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="at least 4"):
+        TENERRelativePosition(2, 2)
+    with pytest.raises(ValueError, match="head_dim=8"):
+        TENERRelativePosition(3, 8).bias(torch.zeros(1, 3, 4, 6), q, pos, pos)
     with pytest.raises(ValueError, match="coords"):
         SinusoidalPositionalEncoding2D(8)(torch.zeros(3, 3))
     with pytest.raises(ValueError, match="labels"):
         class_prior(torch.zeros(4, 3, 2), torch.tensor([0, 1, 2, 5]), 3)
     with pytest.raises(ValueError, match="contiguous"):
-        DirectionAwareRelativePosition(3, 8).bias(q, q, torch.tensor([0, 2, 3, 4]), pos)
+        TENERRelativePosition(3, 8).bias(q, q, torch.tensor([0, 2, 3, 4]), pos)
     with pytest.raises(ValueError, match="marker_prob"):
         most_recent_marker(2, 5, marker_prob=0.0)
     with pytest.raises(ValueError, match="length"):
         most_recent_marker(2, 0)
     assert math.isfinite(float(alibi_slopes(3).sum()))
+
+
+def test_class_prior_bias_rejects_negative_positions():
+    prior = class_prior(torch.randn(6, 5, 2), torch.tensor([0, 1] * 3), 2)
+    part = ClassPriorBias(2, prior)
+    q = torch.zeros(1, 2, 3, 4)
+    # a negative index would silently read the score of a time step from the end of the series
+    with pytest.raises(ValueError, match=r"k_pos must lie in \[0, T=5\)"):
+        part.bias(q, q, torch.arange(3), torch.tensor([-1, 0, 1]))
+    with pytest.raises(ValueError, match=r"k_pos must lie in \[0, T=5\)"):
+        part.bias(q, q, torch.arange(3), torch.tensor([3, 4, 5]))
+    with pytest.raises(ValueError, match="positions must lie"):
+        ClassPriorPositionalEncoding(prior, 8)(torch.tensor([-1, 0]))

@@ -10,10 +10,10 @@ set of outputs. This module collects the two ways of telling attention where thi
 * :class:`LearnedPositionalEmbedding` -- a trained lookup table; it cannot represent positions it never saw.
 * :class:`SeqPE` -- a position index written as a digit sequence and read by a small attention encoder
   (*SeqPE*, 2025, :cite:`li2025seqpe`).
-* :class:`SinusoidalPositionalEncoding2D` and :class:`ObjectPositionalEncoding` -- 2-D coordinates and object
-  boxes (*OAT*, 2024, :cite:`fang2024oat`).
-* :class:`ClassPriorPositionalEncoding` -- positions enriched with a class prior learned from labels
-  (*VSFormer*, 2024, :cite:`xi2024vsformer`).
+* :class:`SinusoidalPositionalEncoding2D` -- 2-D coordinates; :class:`ObjectPositionalEncoding` -- OAT's
+  sinusoid per axis of an object's grid cell (*OAT*, 2024, :cite:`fang2024oat`).
+* :class:`ClassPriorPositionalEncoding` -- positions enriched with a class prior learned from labels, the book's
+  reconstruction of an idea of *VSFormer* (2024, :cite:`xi2024vsformer`), whose exact method is not reproduced.
 
 **Parts that act inside attention** -- :class:`~attnbook.attention.core.PositionPart` subclasses for
 :class:`~attnbook.attention.core.AttentionCore`, e.g.
@@ -24,10 +24,11 @@ set of outputs. This module collects the two ways of telling attention where thi
   *skewing* trick (Huang et al., 2018, :cite:`huang2018music`) in ``O(L D)`` extra memory.
 * :class:`RotaryPositionEmbedding` -- RoPE (RoFormer, :cite:`su2024roformer`), both dimension layouts.
 * :class:`ALiBi` -- linear distance penalties with per-head slopes (Press et al., 2022, :cite:`press2022train`).
-* :class:`DirectionAwareRelativePosition` -- the unscaled, direction- and distance-aware relative attention of
-  CRENER (2024, :cite:`qiao2024crener`), in the form of TENER; use it with ``DotProductScores(scale=1.0)``.
-* :class:`ClassPriorBias` -- VSFormer-style prior-enhanced attention: an additive, per-head bias towards
-  time steps where the class prior is discriminative.
+* :class:`TENERRelativePosition` -- TENER's unscaled, direction- and distance-aware relative attention (2019,
+  :cite:`yan2019tener`), which CRENER (2024, :cite:`qiao2024crener`) uses in its encoder; use it with
+  ``DotProductScores(scale=1.0)``.
+* :class:`ClassPriorBias` -- a reconstruction of VSFormer-style prior-enhanced attention: an additive, per-head
+  bias towards time steps where the class prior is discriminative.
 
 Shapes: parts receive heads already split, ``q (B, H, L_q, D)``, ``k (B, H, L_k, D)`` and integer positions
 ``q_pos (L_q,)``, ``k_pos (L_k,)``; a bias broadcasts to ``(B, H, L_q, L_k)``.
@@ -59,7 +60,8 @@ __all__ = [
     "RotaryPositionEmbedding",
     "alibi_slopes",
     "ALiBi",
-    "DirectionAwareRelativePosition",
+    "tener_sinusoid",
+    "TENERRelativePosition",
     "position_digits",
     "SeqPE",
     "SinusoidalPositionalEncoding2D",
@@ -286,7 +288,7 @@ RopeLayout = Literal["half", "interleaved"]
 def rotate_half(x: Tensor, layout: RopeLayout = "half") -> Tensor:
     """Multiply each 2-D pair by ``i``: ``(x1, x2) -> (-x2, x1)``.
 
-    ``"half"`` (GPT-NeoX / Llama) pairs dim ``i`` with ``i + D/2``; ``"interleaved"`` (RoFormer) pairs
+    ``"half"`` (GPT-NeoX, Hugging Face's Llama) pairs dim ``i`` with ``i + D/2``; ``"interleaved"`` (RoFormer) pairs
     ``2i`` with ``2i + 1``.
     """
     if layout == "half":
@@ -324,9 +326,9 @@ class RotaryPositionEmbedding(PositionPart):
     """RoPE (RoFormer, :cite:`su2024roformer`): rotate query and key pairs by angles proportional to position.
 
     ``<R_m q, R_n k> = <q, R_(n - m) k>``: the score depends on positions only through the offset ``n - m``.
-    ``layout="half"`` is the GPT-NeoX / Llama layout (pairs ``i, i + D/2``) and the default;
-    ``"interleaved"`` is RoFormer's (pairs ``2i, 2i + 1``). The two differ by a fixed permutation of the
-    head dimensions. No parameters; no bias.
+    ``layout="half"`` is the layout of GPT-NeoX and Hugging Face's Llama port (pairs ``i, i + D/2``), the default;
+    ``"interleaved"`` is RoFormer's and Meta's reference Llama code's (pairs ``2i, 2i + 1``). The two differ by a
+    fixed permutation of the head dimensions. No parameters; no bias.
     """
 
     def __init__(self, head_dim: int, base: float = 10000.0, layout: RopeLayout = "half") -> None:
@@ -387,45 +389,80 @@ class ALiBi(PositionPart):
 
 
 # --------------------------------------------------------------------------------------------------------------
-# CRENER: unscaled, direction- and distance-aware relative attention
+# TENER (and CRENER's encoder): unscaled, direction- and distance-aware relative attention
 # --------------------------------------------------------------------------------------------------------------
 
 
-class DirectionAwareRelativePosition(PositionPart):
-    """Direction- and distance-aware relative attention, as in CRENER's encoder (2024, :cite:`qiao2024crener`).
+def tener_sinusoid(offsets: Tensor, dim: int, base: float = 10000.0, *, dtype: torch.dtype | None = None) -> Tensor:
+    """The relative sinusoid of TENER (Yan et al., 2019, :cite:`yan2019tener`) for signed offsets ``t``.
 
-    CRENER's abstract names "unscaled direction-aware and distance-aware masked self-attention"; we follow
-    TENER's formulation, which those words describe: with the sinusoid ``R_t`` of the *signed* offset
-    ``t = i - j`` (:func:`sinusoidal_encoding`, so ``sin`` flips sign with direction),
+    ``R_t = [sin(t w_0), ..., sin(t w_(h-1)), cos(t w_0), ..., cos(t w_(h-1))]`` with ``h = dim / 2`` and
+    ``w_k = base^(-k / (h - 1))``: TENER's code uses the tensor2tensor layout (all sines, then all cosines) and
+    spreads the frequencies from 1 to ``1 / base`` exactly. The sine half is odd in ``t``, so ``R_t != R_-t``:
+    the code tells left from right. ``offsets (...)`` -> ``(..., dim)``; ``dim`` even and at least 4.
+    """
+    if not isinstance(offsets, Tensor):
+        raise TypeError(f"offsets must be a torch.Tensor, got {type(offsets).__name__}")
+    _check_dim("dim", dim, 2)
+    if dim < 4:
+        raise ValueError(f"dim must be at least 4 (two frequencies), got {dim}")
+    work = torch.float64 if offsets.dtype == torch.float64 or dtype == torch.float64 else torch.float32
+    half = dim // 2
+    freqs = base ** (-torch.arange(half, dtype=work, device=offsets.device) / (half - 1))  # (h,)
+    angles = offsets.to(work)[..., None] * freqs  # (..., h)
+    return torch.cat((angles.sin(), angles.cos()), dim=-1).to(dtype or work)  # (..., dim)
 
-    ``A_ij = q_i . k_j + q_i . R_(i - j) + u . k_j + v . R_(i - j)``
 
-    and *no* ``1/sqrt(D)`` scale, which sharpens the weights. This part returns the last three terms; pair it
-    with ``DotProductScores(scale=1.0)`` for the first. ``u``, ``v`` are learned ``(H, D)``. The ``q . R`` term
-    uses the skew of :func:`relative_logits_skew` (needs contiguous positions).
+class TENERRelativePosition(PositionPart):
+    """TENER's relative attention (Yan et al., 2019, :cite:`yan2019tener`), CRENER's encoder attention.
+
+    CRENER (Qiao et al., 2024, :cite:`qiao2024crener`) names its encoder attention "unscaled direction-aware and
+    distance-aware masked self-attention"; that is TENER's ``RelativeMultiHeadAttn`` with ``scale=False``. With
+    ``R`` of :func:`tener_sinusoid` and the signed offset ``j - i`` (key minus query position), TENER's code
+    computes, *without* a ``1/sqrt(D)`` scale,
+
+    ``s_ij = (q_i + u) . k_j + (q_i + v) . R_(j - i) + k_j . R_(i - j)``
+
+    (the paper writes the offset the other way round, ``i - j``; flipping it negates the sine half of ``R``,
+    which the learned query projection absorbs). This part returns everything but ``q_i . k_j``: pair it with
+    ``DotProductScores(scale=1.0)``. ``u``, ``v`` are learned ``(H, D)``; ``key_term=False`` drops the last term,
+    which the paper's equation does not show. All relative terms use the skew of :func:`relative_logits_skew`
+    (contiguous positions). TENER also leaves the keys unprojected; here the attention module's key projection
+    stays, which can learn the identity. Returns ``(B, H, L_q, L_k)``.
     """
 
-    def __init__(self, num_heads: int, head_dim: int, base: float = 10000.0) -> None:
+    def __init__(self, num_heads: int, head_dim: int, base: float = 10000.0, *, key_term: bool = True) -> None:
         super().__init__()
         _check_dim("num_heads", num_heads)
         _check_dim("head_dim", head_dim, 2)
-        self.num_heads, self.head_dim, self.base = num_heads, head_dim, base
+        if head_dim < 4:
+            raise ValueError(f"head_dim must be at least 4 (two frequencies), got {head_dim}")
+        self.num_heads, self.head_dim, self.base, self.key_term = num_heads, head_dim, base, key_term
         self.u = nn.Parameter(torch.zeros(num_heads, head_dim))
         self.v = nn.Parameter(torch.zeros(num_heads, head_dim))
 
+    def _relative(self, x: Tensor, x_pos: Tensor, y_pos: Tensor) -> Tensor:
+        """``out[..., a, b] = x[..., a, :] . R_(y_pos[b] - x_pos[a])`` with the skew: ``(..., L_x, L_y)``."""
+        L_x, L_y = x_pos.shape[0], y_pos.shape[0]
+        start = int(y_pos[0] - x_pos[0]) - (L_x - 1)  # the offset of row 0 of `rel`
+        offsets = torch.arange(start, start + L_x + L_y - 1, device=x.device)  # (L_x + L_y - 1,)
+        return relative_logits_skew(x, tener_sinusoid(offsets, self.head_dim, self.base, dtype=x.dtype))
+
     def bias(self, q: Tensor, k: Tensor, q_pos: Tensor, k_pos: Tensor) -> Tensor:
-        _check_heads("DirectionAwareRelativePosition", q, self.num_heads)
+        _check_heads("TENERRelativePosition", q, self.num_heads)
+        if q.shape[-1] != self.head_dim:
+            raise ValueError(f"TENERRelativePosition: q must have head_dim={self.head_dim}, got {tuple(q.shape)}")
         if not (_contiguous(q_pos) and _contiguous(k_pos)):
-            raise ValueError("DirectionAwareRelativePosition needs contiguous q_pos and k_pos (consecutive integers)")
-        L_q, L_k = q.shape[-2], k.shape[-2]
-        start = int(k_pos[0] - q_pos[0]) - (L_q - 1)
-        dist = torch.arange(start, start + L_q + L_k - 1, device=q.device)  # (M,) signed j - i
-        R = sinusoidal_encoding(-dist, self.head_dim, self.base, dtype=q.dtype)  # (M, D): R_(i - j)
+            raise ValueError("TENERRelativePosition needs contiguous q_pos and k_pos (consecutive integers)")
+        L_q = q.shape[-2]
         u, v = self.u.to(q.dtype), self.v.to(q.dtype)
-        content_free = u[:, None, :] @ k.transpose(-2, -1)  # (B, H, 1, L_k): u . k_j
-        pos_q = relative_logits_skew(q, R)  # (B, H, L_q, L_k): q_i . R_(i - j)
-        pos_v = relative_logits_skew(v[:, None, :].expand(-1, L_q, -1), R)  # (H, L_q, L_k): v . R_(i - j)
-        return pos_q + content_free + pos_v
+        content = u[:, None, :] @ k.transpose(-2, -1)  # (B, H, 1, L_k): u . k_j
+        pos_q = self._relative(q, q_pos, k_pos)  # (B, H, L_q, L_k): q_i . R_(j - i)
+        pos_v = self._relative(v[:, None, :].expand(-1, L_q, -1), q_pos, k_pos)  # (H, L_q, L_k): v . R_(j - i)
+        out = content + pos_q + pos_v
+        if self.key_term:
+            out = out + self._relative(k, k_pos, q_pos).transpose(-2, -1)  # (B, H, L_q, L_k): k_j . R_(i - j)
+        return out
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -460,7 +497,9 @@ class SeqPE(nn.Module):
     per coordinate -- and a lightweight encoder (one pre-norm attention block over the digit tokens, with a
     summary token) maps it to a ``dim``-wide embedding. Digits at each place are shared by every position, so
     an unseen position is still made of known symbols. SeqPE's contrastive and distillation regularisers are
-    training losses outside this module.
+    training losses outside this module. As in the authors' ``SequentialPE``, the summary token has no place
+    embedding and there is one place embedding per digit and axis; unlike it, the summary token comes first (the
+    block is bidirectional, so its place does not matter), there is one block and no output temperature.
 
     ``forward(positions)``: ``(...)`` for ``ndim=1`` or ``(..., ndim)``; returns ``(..., dim)``. Each distinct
     position is encoded once.
@@ -528,35 +567,56 @@ class SinusoidalPositionalEncoding2D(nn.Module):
         return self(torch.stack((xs, ys), dim=-1).reshape(height * width, 2))  # (H W, dim)
 
 
-class ObjectPositionalEncoding(nn.Module):
-    """Object-level positions from bounding boxes, after OAT (2024, :cite:`fang2024oat`).
+OatFrequencies = Literal["original", "exp1", "exp2", "linear"]
 
-    OAT encodes *objects* (not pixels) and proposes a positional encoding reflecting the spatial relations
-    between objects; its exact formula is not in the abstract. This version encodes each box
-    ``(x0, y0, x1, y1)`` (normalised to ``[0, 1]``) by a 2-D sinusoid of its centre (half the width) and of
-    its size (the other half), at ``resolution`` steps per unit, so objects close in the image get similar
-    codes whatever their order in the input list. ``forward(boxes (..., 4)) -> (..., dim)``, ``dim % 8 == 0``.
+
+class ObjectPositionalEncoding(nn.Module):
+    """OAT's object positions (Fang et al., 2024, :cite:`fang2024oat`): a sinusoid per axis of the object's grid cell.
+
+    OAT's objects sit in the cells of a grid (on a shelf: row, column, slot). The authors' code
+    (``PositionalEncoding3D``) gives each of the ``num_axes`` coordinates an interleaved sinusoid
+    (``sin``, ``cos`` per frequency) of width ``D_a = 2 ceil(dim / (2 num_axes))``, concatenates them and keeps the
+    first ``dim`` features. The model then *concatenates* this code to the object's image features. The
+    frequencies are ``base^(-2k / D_a)`` (``"original"``) or the code's alternatives ``(2k)^alpha / D_a``
+    (``"exp1"``), ``(2k / D_a)^alpha`` (``"exp2"``) and ``2k alpha / D_a`` (``"linear"``).
+
+    ``forward(cells (..., num_axes))`` with integer or real coordinates returns ``(..., dim)``.
     """
 
-    def __init__(self, dim: int, resolution: float = 64.0, base: float = 10000.0) -> None:
+    def __init__(
+        self,
+        dim: int,
+        num_axes: int = 3,
+        *,
+        base: float = 10000.0,
+        frequencies: OatFrequencies = "original",
+        alpha: float = 1.0,
+    ) -> None:
         super().__init__()
-        _check_dim("dim", dim, 8)
-        self.dim, self.resolution = dim, resolution
-        self.centre = SinusoidalPositionalEncoding2D(dim // 2, base)
-        self.size = SinusoidalPositionalEncoding2D(dim // 2, base)
+        _check_dim("dim", dim, 2)
+        _check_dim("num_axes", num_axes)
+        if frequencies not in ("original", "exp1", "exp2", "linear"):
+            raise ValueError(f"frequencies must be 'original', 'exp1', 'exp2' or 'linear', got {frequencies!r}")
+        self.dim, self.num_axes = dim, num_axes
+        self.axis_dim = 2 * math.ceil(dim / (2 * num_axes))
+        two_k = torch.arange(0, self.axis_dim, 2, dtype=torch.float64)  # (D_a / 2,): 2k
+        freqs = {
+            "original": lambda: base ** (-two_k / self.axis_dim),
+            "exp1": lambda: two_k**alpha / self.axis_dim,
+            "exp2": lambda: (two_k / self.axis_dim) ** alpha,
+            "linear": lambda: two_k * alpha / self.axis_dim,
+        }[frequencies]()
+        self.register_buffer("freqs", freqs, persistent=False)
 
-    def forward(self, boxes: Tensor) -> Tensor:
-        if not isinstance(boxes, Tensor) or not boxes.is_floating_point() or boxes.ndim < 1 or boxes.shape[-1] != 4:
+    def forward(self, cells: Tensor) -> Tensor:
+        if not isinstance(cells, Tensor) or cells.ndim < 1 or cells.shape[-1] != self.num_axes:
             raise ValueError(
-                f"boxes must be a floating tensor of shape (..., 4) = (x0, y0, x1, y1), got "
-                f"{tuple(getattr(boxes, 'shape', ()))}"
+                f"cells must have shape (..., num_axes={self.num_axes}), got {tuple(getattr(cells, 'shape', ()))}"
             )
-        centre = (boxes[..., :2] + boxes[..., 2:]) / 2  # (..., 2)
-        extent = boxes[..., 2:] - boxes[..., :2]  # (..., 2)
-        if bool((extent < 0).any()):
-            raise ValueError("boxes must satisfy x1 >= x0 and y1 >= y0")
-        code = (self.centre(centre * self.resolution), self.size(extent * self.resolution))  # (..., dim/2) each
-        return torch.cat(code, dim=-1)  # (..., dim)
+        work = torch.float64 if cells.dtype == torch.float64 else torch.float32
+        angles = cells.to(work)[..., None] * self.freqs.to(work)  # (..., num_axes, D_a / 2)
+        code = torch.stack((angles.sin(), angles.cos()), dim=-1).flatten(-3)  # (..., num_axes * D_a): axis by axis
+        return code[..., : self.dim]  # (..., dim)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -565,7 +625,10 @@ class ObjectPositionalEncoding(nn.Module):
 
 
 def class_prior(series: Tensor, labels: Tensor, num_classes: int) -> Tensor:
-    """The class prior of VSFormer (2024, :cite:`xi2024vsformer`) in its simplest form: class-mean series.
+    """A class prior in the spirit of VSFormer (2024, :cite:`xi2024vsformer`): the class-mean series.
+
+    A reconstruction: VSFormer's abstract says class-specific priors from the labels enrich its encoding and
+    attention, not how; the class means are the book's choice.
 
     ``series (N, T, C)`` labelled training examples, ``labels (N,)`` in ``[0, num_classes)``; returns
     ``(num_classes, T, C)`` (zeros for a class with no example).
@@ -593,7 +656,7 @@ def prior_discriminability(prior: Tensor) -> Tensor:
 
 
 class ClassPriorPositionalEncoding(nn.Module):
-    """Positions enriched by the class prior (after VSFormer, :cite:`xi2024vsformer`).
+    """Positions enriched by the class prior (a reconstruction after VSFormer, :cite:`xi2024vsformer`).
 
     ``PE'(t) = PE_sin(t) + W vec(prior[:, t, :])``: each time step's encoding also carries what every class
     looks like there, so attention can relate a value to the class-typical values at its position. The
@@ -618,11 +681,11 @@ class ClassPriorPositionalEncoding(nn.Module):
 
 
 class ClassPriorBias(PositionPart):
-    """Prior-enhanced attention (after VSFormer, :cite:`xi2024vsformer`): ``bias[h, :, j] = gamma_h d(j)``.
+    """Prior-enhanced attention, reconstructed after VSFormer (:cite:`xi2024vsformer`).
 
-    ``d`` (:func:`prior_discriminability`) is large where the class means differ, so a head with
-    ``gamma_h > 0`` attends more to the time steps that tell classes apart. ``gamma`` is learned, starting
-    at ``init_gamma``. Returns ``(H, 1, L_k)``.
+    ``bias[h, :, j] = gamma_h d(j)``: ``d`` (:func:`prior_discriminability`) is large where the class means
+    differ, so a head with ``gamma_h > 0`` attends more to the time steps that tell classes apart. ``gamma`` is
+    learned, starting at ``init_gamma``. Returns ``(H, 1, L_k)``.
     """
 
     def __init__(self, num_heads: int, prior: Tensor, init_gamma: float = 1.0) -> None:
@@ -634,6 +697,9 @@ class ClassPriorBias(PositionPart):
 
     def bias(self, q: Tensor, k: Tensor, q_pos: Tensor, k_pos: Tensor) -> Tensor:
         _check_heads("ClassPriorBias", q, self.num_heads)
-        if int(k_pos.max()) >= self.score.shape[0]:
-            raise ValueError(f"ClassPriorBias: k_pos must be < T={self.score.shape[0]}, got max {int(k_pos.max())}")
+        T = self.score.shape[0]
+        if k_pos.numel() and (int(k_pos.min()) < 0 or int(k_pos.max()) >= T):  # a negative index would wrap round
+            raise ValueError(
+                f"ClassPriorBias: k_pos must lie in [0, T={T}), got range [{int(k_pos.min())}, {int(k_pos.max())}]"
+            )
         return (self.gamma[:, None, None] * self.score[k_pos][None, None, :]).to(q.dtype)  # (H, 1, L_k)
