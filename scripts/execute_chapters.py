@@ -172,7 +172,18 @@ def prepare_reader_venv(venv: Path, source: Path | None) -> None:
         wheels = ROOT / "_build" / "wheel"
         shutil.rmtree(wheels, ignore_errors=True)
         seconds = _timed(
-            [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheels), str(ROOT)],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "--quiet",
+                "--no-deps",
+                "--no-build-isolation",
+                "-w",
+                str(wheels),
+                str(ROOT),
+            ],
             stdout=subprocess.DEVNULL,
         )
         source = next(wheels.glob("attnbook-*.whl"))
