@@ -138,11 +138,17 @@ def execute_chapter(md: Path, time_limit: float) -> Outcome:
 
 
 def execute_reader(md: Path, time_limit: float) -> Outcome:
-    nb = nbformat.read(NOTEBOOKS / md.with_suffix(".ipynb").name, as_version=4)
+    path = NOTEBOOKS / md.with_suffix(".ipynb").name
+    if not path.exists():
+        return Outcome(md.name, 0.0, f"notebooks/{path.name} is missing: run scripts/reader_notebooks.py")
+    nb = nbformat.read(path, as_version=4)
     with tempfile.TemporaryDirectory(prefix="attnbook-reader-") as cwd:
         seconds, error = run_notebook(nb, READER_KERNEL, Path(cwd), time_limit)
-    _write(nb, READER_OUT / md.with_suffix(".ipynb").name)
-    _write(carry_outputs(nb, notebook_from_markdown(md)), OUT / md.with_suffix(".ipynb").name)
+    _write(nb, READER_OUT / path.name)
+    try:
+        _write(carry_outputs(nb, notebook_from_markdown(md)), OUT / path.name)
+    except ValueError as exc:
+        error = f"{error}; {exc}" if error else str(exc)
     return Outcome(md.name, seconds, error)
 
 
