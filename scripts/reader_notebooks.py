@@ -24,6 +24,7 @@ directive gets a reader form here before it reaches a reader.
 from __future__ import annotations
 
 import argparse
+import base64
 import re
 import sys
 import unicodedata
@@ -46,6 +47,8 @@ PAGE_GLOBS = ["chapters/[0-9][0-9]-*.md", "appendix/*.md", "index.md"]
 ADMONITIONS = {"note", "warning", "tip", "important", "hint", "caution", "attention", "danger", "error", "seealso"}
 ROLE = re.compile(r"\{([a-z][a-z:-]*)\}`([^`]*)`")
 LINK = re.compile(r"(?<!!)\[([^\]]*)\]\(#([A-Za-z0-9_:.-]+)\)")
+FILE_LINK = re.compile(r"(?<!!)\[([^\]]*)\]\(([^)#:\s]+\.(?:md|ipynb))(#[A-Za-z0-9_:.-]+)?\)")
+IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s:]+\.(?:svg|png|jpe?g|gif))\)")
 TARGET = re.compile(r"^\(([A-Za-z0-9_:.-]+)\)=\s*$")
 DIRECTIVE = re.compile(r"^(:{3,}|`{3,})\{([a-zA-Z][\w-]*)\}\s*(.*?)\s*$")
 FENCE = re.compile(r"^(`{3,}|~{3,})")
@@ -383,7 +386,18 @@ class Converter:
         text, target = match.group(1), self._target(match.group(2))
         return f"[{text or target.text()}]({target.url})"
 
+    def _file_link(self, match: re.Match) -> str:
+        """A link to another page of the book (`[notation](../appendix/notation.md)`) goes to its website page."""
+        page = (self.chapter.parent / match.group(2)).resolve()
+        if not page.with_suffix(".md").is_file():
+            raise ValueError(f"{self.chapter.name}: link to {match.group(2)}, which does not exist")
+        return f"[{match.group(1)}]({page_url(page.with_suffix('.md'))}{match.group(3) or ''})"
+
+    def _image(self, match: re.Match) -> str:
+        return f"![{match.group(1)}](attachment:{self._attach(match.group(2))})"
+
     def inline(self, line: str) -> str:
+        line = IMAGE.sub(self._image, FILE_LINK.sub(self._file_link, line))
         return LINK.sub(self._link, ROLE.sub(self._role, line))
 
     # -- blocks ----------------------------------------------------------------------------------------------
@@ -400,20 +414,22 @@ class Converter:
     def _figure(self, argument: str, options: dict[str, str], caption: list[str]) -> list[str]:
         self.figures += 1
         self._check_number(options.get("label"), "figure", self.figures)
-        image = (self.chapter.parent / argument).resolve()
-        if not image.is_file():
-            raise ValueError(f"{self.chapter.name}: figure {argument} does not exist")
-        name = image.name
-        if image.suffix == ".svg":
-            self.attachments[name] = {"image/svg+xml": image.read_text()}
-        else:
-            import base64
-
-            mime = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif"}[image.suffix]
-            self.attachments[name] = {mime: base64.b64encode(image.read_bytes()).decode()}
+        name = self._attach(argument)
         alt = options.get("alt", "").replace("]", ")").replace("[", "(")
         text = " ".join(self.inline(c) for c in caption if c.strip())
         return [f"![{alt}](attachment:{name})", "", f"**Figure {self.figures}.** {text}".rstrip()]
+
+    def _attach(self, relative: str) -> str:
+        """Embed an image file of the chapter as a cell attachment; its name in `attachment:NAME`."""
+        image = (self.chapter.parent / relative).resolve()
+        if not image.is_file():
+            raise ValueError(f"{self.chapter.name}: image {relative} does not exist")
+        if image.suffix == ".svg":
+            self.attachments[image.name] = {"image/svg+xml": image.read_text()}
+        else:
+            mime = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif"}[image.suffix]
+            self.attachments[image.name] = {mime: base64.b64encode(image.read_bytes()).decode()}
+        return image.name
 
     def _check_number(self, label: str | None, kind: str, number: int) -> None:
         if label and (self.targets.get(label) is None or self.targets[label].number != number):
