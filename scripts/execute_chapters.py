@@ -27,6 +27,8 @@ whose cell raises, is reported with the cell, its first line and the error; the 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import multiprocessing
 import os
 import re
 import shutil
@@ -177,21 +179,10 @@ def prepare_reader_venv(venv: Path, source: Path | None) -> None:
     if source is None:
         wheels = ROOT / "_build" / "wheel"
         shutil.rmtree(wheels, ignore_errors=True)
-        seconds = _timed(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "wheel",
-                "--quiet",
-                "--no-deps",
-                "--no-build-isolation",
-                "-w",
-                str(wheels),
-                str(ROOT),
-            ],
-            stdout=subprocess.DEVNULL,
-        )
+        # This environment's setuptools builds the wheel, where it has one: no isolated build environment to set up.
+        isolation = ["--no-build-isolation"] if importlib.util.find_spec("setuptools") else []
+        build = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", *isolation, "-w", str(wheels), str(ROOT)]
+        seconds = _timed(build, stdout=subprocess.DEVNULL)
         source = next(wheels.glob("attnbook-*.whl"))
         print(f"built {source.relative_to(ROOT)} in {seconds:.0f} s")
     # The kernels inherit this environment: the venv's kernel spec, the source, the torch pin; nothing of the
@@ -248,7 +239,8 @@ def main() -> int:
             return 1
         execute = execute_reader
     failed = []
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+    # Fresh worker processes (spawn), not forks of this one, which may already hold a kernel's ZeroMQ sockets.
+    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         for outcome in pool.map(execute, chapters, [args.time_limit] * len(chapters)):
             print(
                 f"{outcome.name:50s} {outcome.seconds:7.1f} s  {'ok' if outcome.error is None else 'FAILED'}",
