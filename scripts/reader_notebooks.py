@@ -370,7 +370,7 @@ class Converter:
         if role in {"eq", "numref", "ref", "doc"}:
             label = explicit.group(2) if explicit else content
             target = self._target(label.removeprefix("#"))
-            text = target.text()
+            text = f"Equation {target.number}" if role == "numref" and target.kind == "equation" else target.text()
             if explicit:
                 text = explicit.group(1).replace("%s", str(target.number)).replace("{number}", str(target.number))
             return f"[{text}]({target.url})"

@@ -134,7 +134,8 @@ import os  # ATTNBOOK_SOURCE
 
 As {cite:t}`vaswani2017attention` show, and others {cite:p}`vaswani2017attention,bahdanau2015neural`, the
 scores {eq}`eq-score` feed the weights; see {numref}`fig-ch09-flow`, [chapter 03](#ch03) and
-[Eq. (1) of chapter 03](#eq-other). The [other page](03-other.md#eq-other) and an image: ![flow](images/09-flow.svg).
+[Eq. (1) of chapter 03](#eq-other). {numref}`eq-score` and
+{numref}`Diagram %s <fig-ch09-flow>`. The [other page](03-other.md#eq-other) and an image: ![flow](images/09-flow.svg).
 
 $$
 s = q^\\top k
@@ -204,6 +205,7 @@ def test_converter_rules(book):
     assert f"[Figure 1]({page}#fig-ch09-flow)" in text
     assert f"[chapter 03]({rn.SITE_URL}other/)" in text
     assert f"[Eq. (1) of chapter 03]({rn.SITE_URL}other/#eq-other)" in text
+    assert f"[Equation 1]({page}#eq-score) and\n[Diagram 1]({page}#fig-ch09-flow)." in text
     assert f"[other page]({rn.SITE_URL}other/#eq-other) and an image: ![flow](attachment:09-flow.svg)." in text
     assert "$$\ns = q^\\top k\n\\tag{1}\n$$" in text
     assert "$$\na = \\operatorname{softmax}(s)\n\\tag{2}\n$$" in text, "unlabelled display math is numbered too"
