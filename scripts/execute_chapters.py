@@ -211,13 +211,15 @@ def run_install_cells(chapters: list[Path]) -> str | None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    full = os.environ.get("ATTNBOOK_FULL") == "1"
     parser.add_argument("chapters", nargs="*", type=Path)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument(
         "--time-limit",
         type=float,
-        default=float(os.environ.get("ATTNBOOK_CHAPTER_TIME_LIMIT", 240)),
-        help="seconds one chapter may run in all (default 240, or $ATTNBOOK_CHAPTER_TIME_LIMIT)",
+        default=float(os.environ.get("ATTNBOOK_CHAPTER_TIME_LIMIT", 6 * 3600 if full else 240)),
+        help="seconds one chapter may run in all: $ATTNBOOK_CHAPTER_TIME_LIMIT, else 240 at the quick size "
+        "(about a minute per chapter is the target) and 6 hours with ATTNBOOK_FULL=1",
     )
     parser.add_argument("--reader-venv", type=Path, help="execute the reader notebooks in a fresh venv created here")
     parser.add_argument(
