@@ -1,59 +1,261 @@
-"""Execute chapters top to bottom and keep their outputs in _build/executed/ (for reading and for the site).
+"""Execute the chapters once, in parallel, each under a time limit; keep their outputs for reading and for the site.
 
-    python scripts/execute_chapters.py                       # every written chapter, two at a time
-    python scripts/execute_chapters.py chapters/03-*.md      # some
+    python scripts/execute_chapters.py                          # every chapter, in this environment's kernel
+    python scripts/execute_chapters.py chapters/03-*.md         # some
+    python scripts/execute_chapters.py --reader-venv /tmp/rv    # as a reader meets them (what CI runs)
+
+Default: each chapter's notebook (from its markdown) runs in this environment's `python3` kernel, with the chapters/
+folder as working directory.
+
+--reader-venv DIR: the reader notebooks (notebooks/NN-slug.ipynb, what Colab opens) run as a reader meets them,
+outside the repository, in a fresh virtual environment DIR that holds only what Jupyter itself brings (ipykernel)
+and PyTorch: torch==$ATTNBOOK_TORCH (default 2.13.0) is installed first, and a pip constraint file keeps every
+later install at that version, so no install ever pulls another (CUDA) build of torch. Everything else comes from
+the notebooks' first cells, which install `attnbook` (with the extras their chapter imports) from
+$ATTNBOOK_SOURCE, here a wheel built from this repository. The venv is shared by the chapters (one install,
+not one per chapter): first every chapter's first cell runs on its own, one chapter after the other in chapter
+order, so that two installs never write into the venv at once and each cell's install is timed; then the whole
+notebooks run, `--jobs` at a time, each in a fresh kernel whose working directory is an empty temporary folder.
+Their outputs are carried, cell by cell (the reader notebook has the chapter's code cells in the same order), into
+the chapter notebooks, so the website is built from this single execution.
+
+Writes _build/executed/NN-slug.ipynb (the chapter with outputs: the site's pages) and, with --reader-venv,
+_build/reader/NN-slug.ipynb (the executed reader notebook). A chapter that runs past --time-limit seconds in all, or
+whose cell raises, is reported with the cell, its first line and the error; the exit status is 1 if any failed.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import multiprocessing
 import os
+import re
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sync_notebooks import CHAPTERS, ROOT, notebook_from_markdown  # noqa: E402
 
 OUT = ROOT / "_build" / "executed"
+READER_OUT = ROOT / "_build" / "reader"
+NOTEBOOKS = ROOT / "notebooks"
+READER_KERNEL = "attnbook-reader"
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def execute(md: Path, timeout: int) -> tuple[str, float, str]:
-    nb = notebook_from_markdown(md)
-    start = time.perf_counter()
+@dataclass
+class Outcome:
+    name: str
+    seconds: float
+    error: str | None  # None when every cell ran
+
+
+def _describe_failure(nb: nbformat.NotebookNode, index: int, exc: Exception, time_limit: float) -> str:
+    """Which cell failed and how: its number among the code cells, its first line, the error and traceback tail."""
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    cell = nb.cells[index]
+    number = next(n for n, c in enumerate(code, start=1) if c is cell)
+    first_line = next((line for line in cell.source.splitlines() if line.strip()), "")
+    where = f"code cell {number} of {len(code)} ({first_line.strip()[:80]!r})"
+    if isinstance(exc, CellTimeoutError):
+        return f"{where}: the chapter ran past its {time_limit:.0f} s time limit"
+    if isinstance(exc, DeadKernelError):
+        return f"{where}: the kernel died ({exc})"
+    error = next((o for o in cell.get("outputs", []) if o.get("output_type") == "error"), None)
+    if error is None:
+        return f"{where}: {type(exc).__name__}: {exc}"
+    trace = ANSI.sub("", "\n".join(error.get("traceback", [])))
+    tail = "\n".join("    " + line for line in trace.strip().splitlines()[-12:])
+    return f"{where}: {error['ename']}: {error['evalue']}\n{tail}"
+
+
+def run_notebook(nb: nbformat.NotebookNode, kernel_name: str, cwd: Path, time_limit: float) -> tuple[float, str | None]:
+    """Execute nb in place (outputs kept), all its cells within time_limit seconds (counted from the first cell,
+    not the kernel's start); (seconds, a description of the failure or None)."""
+    clock: dict[str, float] = {}
+    current = {"index": 0}
+
+    def remaining(cell) -> int:
+        clock.setdefault("start", time.monotonic())
+        return max(1, int(clock["start"] + time_limit - time.monotonic()))
+
+    def on_cell_start(cell, cell_index) -> None:
+        current["index"] = cell_index
+
+    client = NotebookClient(
+        nb,
+        kernel_name=kernel_name,
+        resources={"metadata": {"path": str(cwd)}},
+        timeout_func=remaining,
+        startup_timeout=120,
+        on_cell_start=on_cell_start,
+    )
+    error = None
     try:
-        resources = {"metadata": {"path": str(CHAPTERS)}}
-        NotebookClient(nb, timeout=timeout, kernel_name="python3", resources=resources).execute()
-        status = "ok"
-    except Exception as exc:  # noqa: BLE001 - reported per chapter, the others still run
-        status = f"FAILED: {type(exc).__name__}: {str(exc).splitlines()[-1] if str(exc) else ''}"
-    OUT.mkdir(parents=True, exist_ok=True)
-    target = OUT / md.with_suffix(".ipynb").name
+        client.execute()
+    except (CellExecutionError, CellTimeoutError, DeadKernelError) as exc:
+        error = _describe_failure(nb, current["index"], exc, time_limit)
+    seconds = time.monotonic() - clock.get("start", time.monotonic())
+    if error is None and seconds > time_limit:
+        error = f"the chapter ran {seconds:.0f} s, past its {time_limit:.0f} s time limit"
+    return seconds, error
+
+
+def _write(nb: nbformat.NotebookNode, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".ipynb.tmp")
     nbformat.write(nb, tmp)
     tmp.replace(target)  # atomic: a reader never sees a half-written notebook
-    return md.name, time.perf_counter() - start, status
+
+
+def carry_outputs(executed: nbformat.NotebookNode, chapter: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Copy outputs and execution counts from an executed notebook into the chapter notebook, code cell by code
+    cell; their code cells must be the same, in the same order."""
+    ran = [c for c in executed.cells if c.cell_type == "code"]
+    cells = [c for c in chapter.cells if c.cell_type == "code"]
+    if [c.source.strip() for c in ran] != [c.source.strip() for c in cells]:
+        raise ValueError("the reader notebook's code cells differ from the chapter's: run scripts/reader_notebooks.py")
+    for source, target in zip(ran, cells, strict=True):
+        target.outputs = source.get("outputs", [])
+        target.execution_count = source.get("execution_count")
+    return chapter
+
+
+def execute_chapter(md: Path, time_limit: float) -> Outcome:
+    nb = notebook_from_markdown(md)
+    seconds, error = run_notebook(nb, "python3", CHAPTERS, time_limit)
+    _write(nb, OUT / md.with_suffix(".ipynb").name)
+    return Outcome(md.name, seconds, error)
+
+
+def execute_reader(md: Path, time_limit: float) -> Outcome:
+    path = NOTEBOOKS / md.with_suffix(".ipynb").name
+    if not path.exists():
+        return Outcome(md.name, 0.0, f"notebooks/{path.name} is missing: run scripts/reader_notebooks.py")
+    nb = nbformat.read(path, as_version=4)
+    with tempfile.TemporaryDirectory(prefix="attnbook-reader-") as cwd:
+        seconds, error = run_notebook(nb, READER_KERNEL, Path(cwd), time_limit)
+    _write(nb, READER_OUT / path.name)
+    try:
+        _write(carry_outputs(nb, notebook_from_markdown(md)), OUT / path.name)
+    except ValueError as exc:
+        error = f"{error}; {exc}" if error else str(exc)
+    return Outcome(md.name, seconds, error)
+
+
+def _timed(command: list[str], **kwargs) -> float:
+    start = time.monotonic()
+    subprocess.run(command, check=True, **kwargs)
+    return time.monotonic() - start
+
+
+def prepare_reader_venv(venv: Path, source: Path | None) -> None:
+    """A fresh venv with torch (pinned, and held there by a constraint file) and ipykernel only, registered as the
+    kernel READER_KERNEL; the environment variables the notebooks' first cells read."""
+    torch = f"torch=={os.environ.get('ATTNBOOK_TORCH', '2.13.0')}"
+    shutil.rmtree(venv, ignore_errors=True)
+    python = venv / "bin" / "python"
+    seconds = _timed([sys.executable, "-m", "venv", str(venv)])
+    constraints = venv / "constraints.txt"
+    constraints.write_text(f"{torch}\n")
+    seconds += _timed([str(python), "-m", "pip", "install", "--quiet", "-c", str(constraints), torch, "ipykernel"])
+    subprocess.run(
+        [str(python), "-m", "ipykernel", "install", "--prefix", str(venv), "--name", READER_KERNEL],
+        check=True,
+        capture_output=True,
+    )
+    print(f"fresh venv {venv}: torch and ipykernel installed in {seconds:.0f} s")
+    if source is None:
+        wheels = ROOT / "_build" / "wheel"
+        shutil.rmtree(wheels, ignore_errors=True)
+        # This environment's setuptools builds the wheel, where it has one: no isolated build environment to set up.
+        isolation = ["--no-build-isolation"] if importlib.util.find_spec("setuptools") else []
+        build = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", *isolation, "-w", str(wheels), str(ROOT)]
+        seconds = _timed(build, stdout=subprocess.DEVNULL)
+        source = next(wheels.glob("attnbook-*.whl"))
+        print(f"built {source.relative_to(ROOT)} in {seconds:.0f} s")
+    # The kernels inherit this environment: the venv's kernel spec, the source, the torch pin; nothing of the
+    # repository (no PYTHONPATH, no active venv).
+    os.environ["JUPYTER_PATH"] = str(venv / "share" / "jupyter")
+    os.environ["ATTNBOOK_SOURCE"] = str(Path(source).resolve())
+    os.environ["PIP_CONSTRAINT"] = str(constraints)
+    os.environ["PATH"] = f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
+    for name in ["PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME"]:
+        os.environ.pop(name, None)
+
+
+def run_install_cells(chapters: list[Path]) -> str | None:
+    """Each chapter's first cell alone, in chapter order, in a fresh kernel of the reader venv; prints its time."""
+    for md in chapters:
+        reader = nbformat.read(NOTEBOOKS / md.with_suffix(".ipynb").name, as_version=4)
+        first = next(c for c in reader.cells if c.cell_type == "code")
+        nb = nbformat.v4.new_notebook(cells=[first], metadata=reader.metadata)
+        with tempfile.TemporaryDirectory(prefix="attnbook-reader-") as cwd:
+            seconds, error = run_notebook(nb, READER_KERNEL, Path(cwd), 900)
+        print(f"{md.name:50s} first cell {seconds:6.1f} s  {'ok' if error is None else 'FAILED'}", flush=True)
+        if error:
+            return f"{md.name}: its first cell failed in the fresh venv: {error}"
+    return None
 
 
 def main() -> int:
-    # With MPLBACKEND=Agg inherited, the kernel would keep Agg and the notebooks would lose their figures.
-    os.environ.pop("MPLBACKEND", None)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    full = os.environ.get("ATTNBOOK_FULL") == "1"
     parser.add_argument("chapters", nargs="*", type=Path)
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--timeout", type=int, default=900, help="seconds per cell")
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        default=float(os.environ.get("ATTNBOOK_CHAPTER_TIME_LIMIT", 6 * 3600 if full else 240)),
+        help="seconds one chapter may run in all: $ATTNBOOK_CHAPTER_TIME_LIMIT, else 240 at the quick size "
+        "(about a minute per chapter is the target) and 6 hours with ATTNBOOK_FULL=1",
+    )
+    parser.add_argument("--reader-venv", type=Path, help="execute the reader notebooks in a fresh venv created here")
+    parser.add_argument(
+        "--source",
+        type=Path,
+        help="with --reader-venv: ATTNBOOK_SOURCE (default: a wheel of this repository)",
+    )
     args = parser.parse_args()
+    # With MPLBACKEND=Agg inherited, the kernel would keep Agg and the notebooks would lose their figures.
+    os.environ.pop("MPLBACKEND", None)
     chapters = [p.resolve() for p in args.chapters] or sorted(CHAPTERS.glob("[0-9][0-9]-*.md"))
-    failed = 0
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        for name, seconds, status in pool.map(execute, chapters, [args.timeout] * len(chapters)):
-            print(f"{name:40s} {seconds:7.1f} s  {status}")
-            failed += status != "ok"
-    print(f"executed notebooks are in {OUT.relative_to(ROOT)}/")
+    start = time.monotonic()
+    execute = execute_chapter
+    if args.reader_venv:
+        prepare_reader_venv(args.reader_venv.resolve(), args.source)
+        problem = run_install_cells(chapters)
+        if problem:
+            print(problem)
+            return 1
+        execute = execute_reader
+    failed = []
+    # Fresh worker processes (spawn), not forks of this one, which may already hold a kernel's ZeroMQ sockets.
+    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for outcome in pool.map(execute, chapters, [args.time_limit] * len(chapters)):
+            print(
+                f"{outcome.name:50s} {outcome.seconds:7.1f} s  {'ok' if outcome.error is None else 'FAILED'}",
+                flush=True,
+            )
+            if outcome.error:
+                failed.append(f"{outcome.name}: {outcome.error}")
+    for failure in failed:
+        print(f"\nFAILED {failure}")
+    print(
+        f"\n{len(chapters) - len(failed)} of {len(chapters)} chapters ran in {time.monotonic() - start:.0f} s; "
+        f"executed notebooks are in {OUT.relative_to(ROOT)}/"
+    )
     return 1 if failed else 0
 
 

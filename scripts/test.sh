@@ -1,12 +1,25 @@
 #!/usr/bin/env bash
-# Set up the environment and run the whole test suite: unit, parity, property and consistency tests, every
-# chapter under nbval (two workers, one chapter per worker at a time, each chapter under a time limit), and
-# then the website: build it and check every page in headless Chromium (skipped, with the reason printed,
-# where node/npm/chromium are missing). Extra arguments go to the first pytest run.
+# Set up the environment and run the whole test suite, in three steps:
+#  1. unit, parity, property and consistency tests (pytest, two workers; extra arguments go to this run);
+#  2. every chapter executed once, as a reader meets it: the reader notebooks (notebooks/NN-slug.ipynb, what Colab
+#     opens) run outside the repository in a fresh virtual environment that holds only torch (pinned) and ipykernel
+#     before their first cells install attnbook and what each chapter imports; two chapters at a time, each under a
+#     240 s limit (scripts/execute_chapters.py --reader-venv); the outputs land in _build/executed/;
+#  3. the website, built from those executed notebooks (nothing is executed again) and checked in headless Chromium
+#     (skipped, with the reason printed, where node/npm/chromium are missing).
+# ATTNBOOK_READER_VENV (default: $TMPDIR/attnbook-reader-venv) is where step 2 creates its venv, afresh each run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+start=$(date +%s)
 bash scripts/setup.sh
 export MPLBACKEND=Agg HF_HUB_OFFLINE=1 PYTHONHASHSEED=0 ATTNBOOK_FULL=${ATTNBOOK_FULL:-0}
-.venv/bin/python -m pytest -n 2 --dist loadfile --nbval-lax --nbval-cell-timeout=600 \
-  tests chapters/*.ipynb "$@"
+step=$(date +%s)
+.venv/bin/python -m pytest -n 2 --dist loadfile tests "$@"
+tests_s=$(( $(date +%s) - step ))
+step=$(date +%s)
+.venv/bin/python scripts/execute_chapters.py --reader-venv "${ATTNBOOK_READER_VENV:-${TMPDIR:-/tmp}/attnbook-reader-venv}"
+chapters_s=$(( $(date +%s) - step ))
+step=$(date +%s)
 ATTNBOOK_SITE_TEST=1 .venv/bin/python -m pytest -q -rs tests/test_site.py -k browser
+site_s=$(( $(date +%s) - step ))
+echo "test.sh: tests ${tests_s} s, chapters ${chapters_s} s, site ${site_s} s, total $(( $(date +%s) - start )) s"
