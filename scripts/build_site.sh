@@ -114,6 +114,9 @@ if grep -q "Table of contents entry does not exist" "$log"; then
   echo "build_site.sh: a chapter listed in myst.yml has no executed notebook (see above); its page is missing" >&2
   exit 1
 fi
+# The reader notebooks (plain Jupyter, what "Download notebook" gives) are served by the site itself.
+mkdir -p _build/html/notebooks
+cp notebooks/*.ipynb _build/html/notebooks/
 # (6) Full-text search: Pagefind indexes each page's <article data-pagefind-body> (math and cell outputs left out).
 pagefind_start=$(date +%s)
 "$template/node_modules/.bin/pagefind" --site _build/html --exclude-selectors ".katex, .outputs, .anchor" \

@@ -211,6 +211,12 @@ async function main() {
           if (existsSync('myst.yml') && file && !existsSync(decodeURIComponent(file))) fail(page, `Colab link to ${file}, which is not in the repository`);
         }
         if (!seen.download.length) fail(page, 'no "Download notebook" link');
+        for (const link of seen.download) {
+          // The download is the reader notebook, served by the site: plain Jupyter, no MyST syntax left.
+          const file = join(siteDir, decodeURIComponent(new URL(link).pathname));
+          if (!existsSync(file)) fail(page, `"Download notebook" links to ${link}, which the site does not have`);
+          else if (/\{cite|\{eq\}|:::\{/.test(readFileSync(file, 'utf8'))) fail(page, `the downloaded notebook ${link} still has MyST syntax`);
+        }
         if (seen.codeBlocks && !seen.highlightedCode) fail(page, 'code is not syntax-highlighted');
       }
       const pageJson = JSON.parse(readFileSync(join(siteDir, page.url === '/' ? 'index.json' : `${page.url.slice(1, -1)}.json`), 'utf8'));

@@ -51,21 +51,24 @@ function pager(site, current, base) {
   return `<nav class="pager" aria-label="Previous and next">${link(order[i - 1], 'prev', '← Previous')}${link(order[i + 1], 'next', 'Next →')}</nav>`;
 }
 
-/** "Open in Colab" and "Download notebook" for pages whose source is a notebook. */
+/**
+ * "Open in Colab", "Download notebook" and "Source" for chapter pages. Colab and the download get the reader
+ * notebook (notebooks/NN-slug.ipynb: plain Jupyter, no MyST syntax, first cell installs what the chapter needs);
+ * build_site.sh copies those notebooks into the built site. Source is the chapter's MyST markdown.
+ */
 function chapterActions(page, site, options) {
   const notebook = (page.frontmatter?.exports ?? []).find((e) => e.format === 'ipynb' && e.url);
   if (!notebook && !String(page.location ?? '').endsWith('.ipynb')) return '';
   const name = String(page.location).split('/').pop();
   const folder = options.notebook_folder ?? 'chapters';
+  const readers = options.reader_folder ?? 'notebooks';
   const branch = options.branch ?? 'main';
   const links = [];
   const repo = String(site.github ?? '').match(/github\.com\/([^/]+\/[^/#?]+)/)?.[1]?.replace(/\.git$/, '');
   if (repo) {
-    links.push(`<a class="action colab" href="https://colab.research.google.com/github/${repo}/blob/${branch}/${folder}/${name}">Open in Colab</a>`);
+    links.push(`<a class="action colab" href="https://colab.research.google.com/github/${repo}/blob/${branch}/${readers}/${name}">Open in Colab</a>`);
   }
-  if (notebook) {
-    links.push(`<a class="action download" href="/myst_assets_folder/${notebook.url.replace(/^\/+/, '')}" download="${escapeHtml(notebook.filename ?? name)}">Download notebook</a>`);
-  }
+  links.push(`<a class="action download" href="/${readers}/${name}" download="${escapeHtml(name)}">Download notebook</a>`);
   if (repo) {
     const source = name.replace(/\.ipynb$/, '.md');
     links.push(`<a class="action source" href="https://github.com/${repo}/blob/${branch}/${folder}/${source}">Source</a>`);
