@@ -369,6 +369,8 @@ def test_transformer_defaults_are_the_base_model():
     assert model.head.weight is model.src_embed.weight is model.tgt_embed.weight
     params = sum(p.numel() for p in model.parameters())
     assert 60e6 < params < 66e6  # the paper's Table 3 lists 65M for the base model
+    weight = model.src_embed.weight
+    assert (weight[0] == 0).all() and abs(weight[1:].std().item() - 512**-0.5) < 1e-3  # N(0, 1/D), padding zero
 
 
 def test_transformer_masks_loss_and_greedy_decoding():

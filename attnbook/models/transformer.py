@@ -745,6 +745,9 @@ class Transformer(nn.Module):
        :class:`torch.nn.Transformer`;
     3. a linear output head (tied to the target embedding when ``share_embeddings``, as in the paper).
 
+    The embeddings start as ``N(0, 1/d_model)`` (zero for ``pad_id``), as in the paper's code, so that a tied head
+    starts with small logits and ``sqrt(d_model) * E`` has entries of size 1, like the positions.
+
     Masks come from the ids: ``pad_id`` marks padding, so padded source keys are hidden from both attentions
     and padded target keys from the decoder's self-attention, which is also causal. The defaults are the
     paper's base configuration (``N = 6``, ``d_model = 512``, ``d_ff = 2048``, ``h = 8``, ``P_drop = 0.1``).
@@ -806,6 +809,10 @@ class Transformer(nn.Module):
         self.encoder = Encoder(num_encoder_layers, **stack)
         self.decoder = Decoder(num_decoder_layers, **stack)
         self.head = nn.Linear(d_model, tgt_vocab_size)
+        with torch.no_grad():  # entries of size D^(-1/2), as in the paper's code: times sqrt(D) they are of size 1
+            for table in {self.src_embed, self.tgt_embed}:
+                nn.init.normal_(table.weight, std=d_model**-0.5)
+                table.weight[pad_id].zero_()
         if share_embeddings:
             self.head.weight = self.tgt_embed.weight
 
