@@ -3,6 +3,8 @@ stop token, the pair scorers, and the chapter-04 data generators."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -19,6 +21,7 @@ from attnbook.models.transformer import (
     EncoderBlock,
     EncoderDecoder,
     ScaledPositionalEncoding,
+    Transformer,
     load_torch_layer,
     shift_frames,
 )
@@ -247,7 +250,9 @@ def test_bad_inputs():
     with pytest.raises(TypeError, match="cannot copy a TransformerDecoderLayer into a EncoderBlock"):
         load_torch_layer(EncoderBlock(16, 2), nn.TransformerDecoderLayer(16, 2))
     with pytest.raises(ValueError, match="norm_first"):
-        load_torch_layer(EncoderBlock(16, 2, norm_first=True), nn.TransformerEncoderLayer(16, 2))
+        load_torch_layer(
+            EncoderBlock(16, 2, 64, norm_first=True), nn.TransformerEncoderLayer(16, 2, 64, batch_first=True)
+        )
     model = EncoderDecoder(5, 3, d_model=8, num_heads=2, dim_feedforward=8)
     with pytest.raises(ValueError, match=r"symbols must be a \(B, S\) long tensor"):
         model(torch.zeros(2, 3), torch.zeros(2, 4, 3))
@@ -263,3 +268,153 @@ def test_bad_inputs():
         model.generate(torch.ones(2, 3, dtype=torch.long), max_frames=0)
     with pytest.raises(ValueError, match="vocab_size must be >= 2"):
         EncoderDecoder(1, 3)
+
+
+@pytest.mark.parametrize(
+    ("setting", "ours", "theirs"),
+    [
+        ("activation", {}, {"activation": "gelu"}),
+        ("activation", {"activation": "gelu"}, {"activation": torch.nn.functional.silu}),
+        ("layer_norm_eps", {}, {"layer_norm_eps": 1e-6}),
+        ("bias", {}, {"bias": False}),
+        ("batch_first", {}, {"batch_first": False}),
+        ("d_model", {"d_model": 8}, {}),
+        ("nhead", {"num_heads": 2}, {}),
+        ("dim_feedforward", {"dim_feedforward": 32}, {}),
+        ("norm_first", {"norm_first": True}, {}),
+    ],
+)
+@pytest.mark.parametrize("decoder", [False, True])
+def test_load_torch_layer_refuses_a_different_layer(setting: str, ours: dict, theirs: dict, decoder: bool):
+    """Before, only norm_first was compared: a GELU or another epsilon loaded silently into a different block."""
+    ours = {"d_model": D, "num_heads": H, "dim_feedforward": FF, **ours}
+    theirs = {"d_model": D, "nhead": H, "dim_feedforward": FF, "dropout": 0.0, "batch_first": True, **theirs}
+    Block, Ref = (DecoderBlock, nn.TransformerDecoderLayer) if decoder else (EncoderBlock, nn.TransformerEncoderLayer)
+    with pytest.raises(ValueError, match=f"has {setting}="):
+        load_torch_layer(Block(**ours), Ref(**theirs))
+
+
+def test_load_torch_layer_checks_memory_width_and_accepts_matching_settings():
+    ref = nn.TransformerDecoderLayer(D, H, FF, batch_first=True, layer_norm_eps=1e-6, bias=False, activation="gelu")
+    block = DecoderBlock(D, H, FF, layer_norm_eps=1e-6, bias=False, activation="gelu")
+    assert load_torch_layer(block, ref) is block
+    with pytest.raises(ValueError, match="memory width"):
+        load_torch_layer(DecoderBlock(D, H, FF, memory_dim=8), nn.TransformerDecoderLayer(D, H, FF, batch_first=True))
+
+
+def _sinusoid_reference(length: int, width: int) -> torch.Tensor:
+    """PE(pos, 2i) = sin(pos / 10000^(2i/D)), PE(pos, 2i+1) = cos(...), written out in float64."""
+    pe = torch.zeros(length, width, dtype=torch.float64)
+    for pos in range(length):
+        for i in range(0, width, 2):
+            pe[pos, i] = math.sin(pos / 10000 ** (i / width))
+            pe[pos, i + 1] = math.cos(pos / 10000 ** (i / width))
+    return pe
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_transformer_matches_torch_transformer(norm_first: bool):
+    """Embeddings x sqrt(D) + sinusoids, nn.Transformer with copied weights, a linear head: one forward, float64."""
+    torch.manual_seed(0)
+    V, d_model = 11, 16
+    ref = nn.Transformer(
+        d_model, 4, 2, 3, 24, dropout=0.0, batch_first=True, norm_first=norm_first, layer_norm_eps=1e-6
+    ).double()
+    randomise_norms(ref)
+    src_embed, tgt_embed, head = (
+        nn.Embedding(V, d_model).double(),
+        nn.Embedding(V, d_model).double(),
+        nn.Linear(d_model, V).double(),
+    )
+    ours = Transformer(
+        V,
+        d_model=d_model,
+        num_heads=4,
+        num_encoder_layers=2,
+        num_decoder_layers=3,
+        dim_feedforward=24,
+        dropout=0.0,
+        norm_first=norm_first,
+        layer_norm_eps=1e-6,
+        max_len=32,
+    )
+    ours = ours.double().load_torch(ref, src_embed, tgt_embed, head).eval()
+    ref.eval()
+    src = torch.randint(1, V, (3, 7))
+    tgt = torch.randint(1, V, (3, 5))
+    src[1, -2:] = 0  # padding in both sequences
+    tgt[2, -3:] = 0
+    pe = _sinusoid_reference(32, d_model)
+    causal = torch.ones(5, 5, dtype=torch.bool).triu(1)  # PyTorch: True = blocked
+    hidden = ref(
+        src_embed(src) * math.sqrt(d_model) + pe[:7],
+        tgt_embed(tgt) * math.sqrt(d_model) + pe[:5],
+        tgt_mask=causal,
+        src_key_padding_mask=src == 0,
+        tgt_key_padding_mask=tgt == 0,
+        memory_key_padding_mask=src == 0,
+    )
+    expect = head(hidden)  # (B, T, V)
+    got = ours(src, tgt)
+    real = tgt != 0
+    assert (got - expect)[real].abs().max().item() < TOL
+
+
+def test_transformer_defaults_are_the_base_model():
+    model = Transformer(37000, share_embeddings=True)
+    assert model.d_model == 512 and len(model.encoder.layers) == 6 and len(model.decoder.layers) == 6
+    layer = model.encoder.layers[0]
+    assert layer.num_heads == 8 and layer.self_attn.head_dim == 64 and layer.dim_feedforward == 2048
+    assert model.dropout.p == 0.1 and not layer.norm_first
+    assert model.head.weight is model.src_embed.weight is model.tgt_embed.weight
+    params = sum(p.numel() for p in model.parameters())
+    assert 60e6 < params < 66e6  # the paper's Table 3 lists 65M for the base model
+    weight = model.src_embed.weight
+    assert (weight[0] == 0).all() and abs(weight[1:].std().item() - 512**-0.5) < 1e-3  # N(0, 1/D), padding zero
+
+
+def test_transformer_masks_loss_and_greedy_decoding():
+    torch.manual_seed(0)
+    model = Transformer(
+        9,
+        d_model=16,
+        num_heads=2,
+        num_encoder_layers=1,
+        num_decoder_layers=1,
+        dim_feedforward=32,
+        dropout=0.0,
+        max_len=16,
+    ).eval()
+    src = torch.randint(3, 9, (4, 6))
+    src[0, 4:] = 0
+    # padding is invisible: changing the tokens under padding changes nothing
+    other = src.clone()
+    other[0, 4:] = 0
+    tgt = torch.randint(3, 9, (4, 5))
+    tgt[:, 0] = 1
+    before = model(src, tgt)
+    torch.testing.assert_close(model(other, tgt), before)
+    # causal: the logits at step t do not depend on target tokens after t
+    changed = tgt.clone()
+    changed[:, 3:] = 4
+    torch.testing.assert_close(model(src, changed)[:, :3], before[:, :3])
+    # label smoothing: the loss equals the mixture of NLL and the uniform cross-entropy
+    logp = model(src, tgt[:, :-1]).log_softmax(-1)  # (B, T - 1, V)
+    nll = -logp.gather(-1, tgt[:, 1:, None]).squeeze(-1)
+    smooth = -logp.mean(-1)
+    torch.testing.assert_close(model.loss(src, tgt, label_smoothing=0.1), (0.9 * nll + 0.1 * smooth).mean())
+    # greedy decoding = argmax of the teacher-forced logits on its own output
+    out, weights = model.generate_greedy(src, bos_id=1, eos_id=2, max_new_tokens=7, need_weights=True)
+    assert out.shape[0] == 4 and out.shape[1] <= 7 and len(weights) == 1 and weights[0].shape[-1] == 6
+    prefix = torch.cat([torch.ones(4, 1, dtype=torch.long), out[:, :-1]], dim=1)
+    logits = model(src, prefix)
+    ended = (out == 2).cumsum(1) - (out == 2).long() > 0  # positions after an EOS hold padding
+    assert (logits.argmax(-1)[~ended] == out[~ended]).all() and (out[ended] == 0).all()
+    with pytest.raises(ValueError, match="src ids must lie in"):
+        model(torch.full((1, 3), 9), tgt[:1])
+    with pytest.raises(ValueError, match="differ in batch size"):
+        model(src, tgt[:2])
+    with pytest.raises(ValueError, match="share_embeddings needs one vocabulary"):
+        Transformer(9, 10, share_embeddings=True)
+    with pytest.raises(ValueError, match="label_smoothing"):
+        model.loss(src, tgt, label_smoothing=1.0)

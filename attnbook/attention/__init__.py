@@ -5,6 +5,7 @@
 * :mod:`~attnbook.attention.functional`, :mod:`~attnbook.attention.masks` -- scaled dot-product attention
   and masks (ch. 03)
 * :mod:`~attnbook.attention.core` -- the attention core with pluggable parts; multi-head attention (ch. 04)
+* :mod:`~attnbook.attention.normalizers` -- normalisers other than softmax: sparsemax (ch. 04)
 * :mod:`~attnbook.attention.positional` -- positional encodings and position parts (ch. 05)
 """
 
@@ -14,6 +15,7 @@ from attnbook.attention.core import *  # noqa: F403
 from attnbook.attention.functional import *  # noqa: F403
 from attnbook.attention.kernel import *  # noqa: F403
 from attnbook.attention.masks import *  # noqa: F403
+from attnbook.attention.normalizers import SparsemaxNormalizer, sparsemax
 from attnbook.attention.positional import *  # noqa: F403
 
 __all__ = [
@@ -22,5 +24,7 @@ __all__ = [
     *functional.__all__,
     *masks.__all__,
     *core.__all__,
+    "sparsemax",  # attnbook.attention.normalizers
+    "SparsemaxNormalizer",
     *positional.__all__,
 ]

@@ -1,4 +1,4 @@
-"""The Transformer: encoder and decoder blocks, an encoder-decoder with a stop token, and pair scorers (chapter 04).
+"""The Transformer: blocks, the encoder-decoder for token sequences, a TTS-style model, pair scorers (chapter 04).
 
 Built on :class:`~attnbook.attention.core.MultiHeadAttention` (and through it on the pluggable
 :class:`~attnbook.attention.core.AttentionCore`): every block takes a ``core`` factory argument, so a
@@ -11,7 +11,12 @@ Blocks :cite:`vaswani2017attention` come in both normalisation orders :cite:`xio
 
 Parameter names follow :class:`torch.nn.TransformerEncoderLayer`/``TransformerDecoderLayer`` (``self_attn``,
 ``linear1``, ``linear2``, ``norm1``..``norm3``; the decoder's cross-attention is ``cross_attn``), and
-:func:`load_torch_layer` copies a PyTorch layer's weights in.
+:func:`load_torch_layer` copies a PyTorch layer's weights in after checking that every setting matches.
+
+**The encoder-decoder Transformer** (:class:`Transformer`) :cite:`vaswani2017attention`: token embeddings times
+``sqrt(d_model)``, sinusoidal positions, the two stacks, a linear head; padding and causal masks from the ids;
+label-smoothed loss (:meth:`Transformer.loss`) and greedy decoding (:meth:`Transformer.generate_greedy`). Its
+defaults are the paper's base model; :meth:`Transformer.load_torch` copies a :class:`torch.nn.Transformer`.
 
 **The encoder-decoder for training scripts** (:class:`EncoderDecoder`, a Transformer-TTS in miniature
 :cite:`li2018neural`): symbols in, frames of a "spectrogram" out, plus a stop flag per frame.
@@ -38,6 +43,7 @@ two sequences together, so its attention sees token-to-token interactions, at on
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -58,6 +64,7 @@ __all__ = [
     "BiEncoder",
     "CrossEncoder",
     "load_torch_layer",
+    "Transformer",
 ]
 
 CoreFactory = Callable[[], AttentionCore]
@@ -120,6 +127,8 @@ class EncoderBlock(nn.Module):
         dim_feedforward = 4 * d_model if dim_feedforward is None else dim_feedforward
         _check_sizes(d_model, num_heads, dim_feedforward, dropout)
         self.d_model, self.norm_first = d_model, norm_first
+        self.num_heads, self.dim_feedforward = num_heads, dim_feedforward
+        self.activation_name, self.layer_norm_eps, self.bias = activation, layer_norm_eps, bias
         self.self_attn = MultiHeadAttention(
             d_model, num_heads, bias=bias, dropout=dropout, core=core() if core is not None else None
         )
@@ -196,6 +205,8 @@ class DecoderBlock(nn.Module):
         dim_feedforward = 4 * d_model if dim_feedforward is None else dim_feedforward
         _check_sizes(d_model, num_heads, dim_feedforward, dropout)
         self.d_model, self.norm_first = d_model, norm_first
+        self.num_heads, self.dim_feedforward = num_heads, dim_feedforward
+        self.activation_name, self.layer_norm_eps, self.bias = activation, layer_norm_eps, bias
         self.memory_dim = d_model if memory_dim is None else memory_dim
         self.self_attn = MultiHeadAttention(
             d_model, num_heads, bias=bias, dropout=dropout, core=core() if core is not None else None
@@ -278,16 +289,20 @@ class Encoder(nn.Module):
         norm_first: bool = False,
         final_norm: bool | None = None,
         core: CoreFactory | None = None,
+        layer_norm_eps: float = 1e-5,
+        bias: bool = True,
     ) -> None:
         super().__init__()
         if num_layers <= 0:
             raise ValueError(f"num_layers must be positive, got {num_layers}")
         self.layers = nn.ModuleList(
-            EncoderBlock(d_model, num_heads, dim_feedforward, dropout, activation, norm_first, core=core)
+            EncoderBlock(
+                d_model, num_heads, dim_feedforward, dropout, activation, norm_first, layer_norm_eps, bias, core=core
+            )
             for _ in range(num_layers)
         )
         final_norm = norm_first if final_norm is None else final_norm
-        self.norm = nn.LayerNorm(d_model) if final_norm else nn.Identity()
+        self.norm = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias) if final_norm else nn.Identity()
 
     def forward(
         self, x: Tensor, *, key_mask: Tensor | None = None, is_causal: bool = False, need_weights: bool = False
@@ -320,18 +335,29 @@ class Decoder(nn.Module):
         final_norm: bool | None = None,
         core: CoreFactory | None = None,
         memory_dim: int | None = None,
+        layer_norm_eps: float = 1e-5,
+        bias: bool = True,
     ) -> None:
         super().__init__()
         if num_layers <= 0:
             raise ValueError(f"num_layers must be positive, got {num_layers}")
         self.layers = nn.ModuleList(
             DecoderBlock(
-                d_model, num_heads, dim_feedforward, dropout, activation, norm_first, core=core, memory_dim=memory_dim
+                d_model,
+                num_heads,
+                dim_feedforward,
+                dropout,
+                activation,
+                norm_first,
+                layer_norm_eps,
+                bias,
+                core=core,
+                memory_dim=memory_dim,
             )
             for _ in range(num_layers)
         )
         final_norm = norm_first if final_norm is None else final_norm
-        self.norm = nn.LayerNorm(d_model) if final_norm else nn.Identity()
+        self.norm = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias) if final_norm else nn.Identity()
 
     def forward(
         self,
@@ -657,16 +683,48 @@ class CrossEncoder(_PairBase):
         return self.head(h[:, 0]).squeeze(-1)  # (B,)
 
 
+def _torch_activation_name(ref: nn.Module) -> str:
+    """``"relu"``/``"gelu"`` for a PyTorch layer's activation, else a description of what it is."""
+    act = ref.activation
+    if act is F.relu or isinstance(act, nn.ReLU):
+        return "relu"
+    if act is F.gelu or (isinstance(act, nn.GELU) and act.approximate == "none"):
+        return "gelu"
+    return repr(act) if isinstance(act, nn.Module) else getattr(act, "__name__", repr(act))
+
+
 @torch.no_grad()
 def load_torch_layer(block: EncoderBlock | DecoderBlock, ref: nn.Module) -> EncoderBlock | DecoderBlock:
     """Copy a :class:`torch.nn.TransformerEncoderLayer` (into an :class:`EncoderBlock`) or
-    :class:`torch.nn.TransformerDecoderLayer` (into a :class:`DecoderBlock`) of the same sizes. Returns ``block``."""
+    :class:`torch.nn.TransformerDecoderLayer` (into a :class:`DecoderBlock`). Returns ``block``.
+
+    The two must compute the same function, so every setting is compared first: ``d_model``, ``nhead``,
+    ``dim_feedforward``, ``norm_first``, ``activation``, ``layer_norm_eps``, ``bias``, the memory width of a
+    decoder's cross-attention, and the layout (the book's blocks are batch-first, so the reference must be built
+    with ``batch_first=True``). A mismatch raises a ``ValueError`` naming the setting and both values.
+    """
     pairs = {EncoderBlock: nn.TransformerEncoderLayer, DecoderBlock: nn.TransformerDecoderLayer}
     want = pairs.get(type(block))
     if want is None or not isinstance(ref, want):
         raise TypeError(f"load_torch_layer: cannot copy a {type(ref).__name__} into a {type(block).__name__}")
-    if ref.norm_first != block.norm_first:
-        raise ValueError(f"load_torch_layer: ref.norm_first={ref.norm_first} but block.norm_first={block.norm_first}")
+    settings = {
+        "d_model": (ref.self_attn.embed_dim, block.d_model),
+        "nhead": (ref.self_attn.num_heads, block.num_heads),
+        "dim_feedforward": (ref.linear1.out_features, block.dim_feedforward),
+        "norm_first": (ref.norm_first, block.norm_first),
+        "activation": (_torch_activation_name(ref), block.activation_name),
+        "layer_norm_eps": (ref.norm1.eps, block.layer_norm_eps),
+        "bias": (ref.linear1.bias is not None, block.bias),
+        "batch_first": (ref.self_attn.batch_first, True),
+    }
+    if isinstance(block, DecoderBlock):
+        settings["memory width (kdim)"] = (ref.multihead_attn.kdim, block.memory_dim)
+    for name, (theirs, ours) in settings.items():
+        if theirs != ours:
+            raise ValueError(
+                f"load_torch_layer: the {type(ref).__name__} has {name}={theirs!r} but the {type(block).__name__} "
+                f"has {name}={ours!r}; the copy would compute a different function"
+            )
     block.self_attn.load_torch(ref.self_attn)
     if isinstance(block, DecoderBlock):
         block.cross_attn.load_torch(ref.multihead_attn)
@@ -674,3 +732,194 @@ def load_torch_layer(block: EncoderBlock | DecoderBlock, ref: nn.Module) -> Enco
     for name in names:
         getattr(block, name).load_state_dict(getattr(ref, name).state_dict())
     return block
+
+
+class Transformer(nn.Module):
+    """The encoder-decoder Transformer of :cite:t:`vaswani2017attention` for token sequences (chapter 04).
+
+    ``src (B, S)`` and ``tgt_in (B, T)`` token ids -> next-token logits ``(B, T, tgt_vocab_size)``:
+
+    1. token embeddings times ``sqrt(d_model)`` plus sinusoidal positions (chapter 05), then dropout;
+    2. ``num_encoder_layers`` :class:`EncoderBlock` and ``num_decoder_layers`` :class:`DecoderBlock`, post-norm as in
+       the paper or pre-norm (``norm_first``), each stack ending with a LayerNorm as in
+       :class:`torch.nn.Transformer`;
+    3. a linear output head (tied to the target embedding when ``share_embeddings``, as in the paper).
+
+    The embeddings start as ``N(0, 1/d_model)`` (zero for ``pad_id``), as in the paper's code, so that a tied head
+    starts with small logits and ``sqrt(d_model) * E`` has entries of size 1, like the positions.
+
+    Masks come from the ids: ``pad_id`` marks padding, so padded source keys are hidden from both attentions
+    and padded target keys from the decoder's self-attention, which is also causal. The defaults are the
+    paper's base configuration (``N = 6``, ``d_model = 512``, ``d_ff = 2048``, ``h = 8``, ``P_drop = 0.1``).
+
+    :meth:`loss` is the label-smoothed cross-entropy of the shifted targets, and :meth:`generate_greedy`
+    decodes one token at a time from ``bos_id`` until every sequence has produced ``eos_id``.
+    :meth:`load_torch` copies a :class:`torch.nn.Transformer` (and the embeddings and head around it).
+    """
+
+    def __init__(
+        self,
+        src_vocab_size: int,
+        tgt_vocab_size: int | None = None,
+        d_model: int = 512,
+        num_heads: int = 8,
+        num_encoder_layers: int = 6,
+        num_decoder_layers: int = 6,
+        dim_feedforward: int = 2048,
+        dropout: float = 0.1,
+        activation: str = "relu",
+        norm_first: bool = False,
+        layer_norm_eps: float = 1e-5,
+        max_len: int = 512,
+        pad_id: int = 0,
+        share_embeddings: bool = False,
+        core: CoreFactory | None = None,
+    ) -> None:
+        super().__init__()
+        tgt_vocab_size = src_vocab_size if tgt_vocab_size is None else tgt_vocab_size
+        if min(src_vocab_size, tgt_vocab_size) < 2 or max_len <= 0:
+            raise ValueError(
+                f"vocab sizes must be >= 2 and max_len > 0, got {src_vocab_size}, {tgt_vocab_size}, {max_len}"
+            )
+        if not 0 <= pad_id < min(src_vocab_size, tgt_vocab_size):
+            raise ValueError(f"pad_id={pad_id} must be a valid id of both vocabularies")
+        if share_embeddings and src_vocab_size != tgt_vocab_size:
+            raise ValueError(
+                f"share_embeddings needs one vocabulary, got src_vocab_size={src_vocab_size}, "
+                f"tgt_vocab_size={tgt_vocab_size}"
+            )
+        self.src_vocab_size, self.tgt_vocab_size = src_vocab_size, tgt_vocab_size
+        self.d_model, self.max_len, self.pad_id = d_model, max_len, pad_id
+        self.src_embed = nn.Embedding(src_vocab_size, d_model, padding_idx=pad_id)
+        self.tgt_embed = (
+            self.src_embed if share_embeddings else nn.Embedding(tgt_vocab_size, d_model, padding_idx=pad_id)
+        )
+        self.dropout = nn.Dropout(dropout)
+        stack = {
+            "d_model": d_model,
+            "num_heads": num_heads,
+            "dim_feedforward": dim_feedforward,
+            "dropout": dropout,
+            "activation": activation,
+            "norm_first": norm_first,
+            "final_norm": True,
+            "core": core,
+            "layer_norm_eps": layer_norm_eps,
+        }
+        self.encoder = Encoder(num_encoder_layers, **stack)
+        self.decoder = Decoder(num_decoder_layers, **stack)
+        self.head = nn.Linear(d_model, tgt_vocab_size)
+        with torch.no_grad():  # entries of size D^(-1/2), as in the paper's code: times sqrt(D) they are of size 1
+            for table in {self.src_embed, self.tgt_embed}:
+                nn.init.normal_(table.weight, std=d_model**-0.5)
+                table.weight[pad_id].zero_()
+        if share_embeddings:
+            self.head.weight = self.tgt_embed.weight
+
+    def _check_ids(self, ids: Tensor, name: str, vocab_size: int) -> None:
+        if not isinstance(ids, Tensor) or ids.dtype != torch.long or ids.ndim != 2:
+            got = f"{tuple(ids.shape)} {ids.dtype}" if isinstance(ids, Tensor) else type(ids).__name__
+            raise ValueError(f"Transformer: {name} must be a (B, L) long tensor of token ids, got {got}")
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
+            raise ValueError(
+                f"Transformer: {name} ids must lie in [0, {vocab_size}), got {int(ids.min())}..{int(ids.max())}"
+            )
+        if ids.shape[1] > self.max_len:
+            raise ValueError(f"Transformer: {name} has length {ids.shape[1]}, over max_len={self.max_len}")
+
+    def embed(self, ids: Tensor, table: nn.Embedding) -> Tensor:
+        """``(B, L)`` ids -> ``(B, L, d_model)``: ``sqrt(d_model) * E[ids] + P[:L]``, then dropout."""
+        dtype = table.weight.dtype  # positions computed in the model's dtype, so float64 is exact throughout
+        positions = sinusoidal_encoding(torch.arange(ids.shape[1], device=ids.device), self.d_model, dtype=dtype)
+        x = table(ids) * math.sqrt(self.d_model) + positions  # (B, L, D)
+        return self.dropout(x)
+
+    def encode(self, src: Tensor) -> Tensor:
+        """``src (B, S)`` -> memory ``(B, S, d_model)``; padded keys masked."""
+        self._check_ids(src, "src", self.src_vocab_size)
+        return self.encoder(self.embed(src, self.src_embed), key_mask=src != self.pad_id)  # (B, S, D)
+
+    def decode(
+        self, tgt_in: Tensor, memory: Tensor, src: Tensor, *, need_weights: bool = False
+    ) -> Tensor | tuple[Tensor, list[Tensor]]:
+        """``tgt_in (B, T)`` and the memory of ``src (B, S)`` -> logits ``(B, T, V)`` (and, with
+        ``need_weights``, the per-layer cross-attention weights ``(B, H, T, S)``)."""
+        self._check_ids(tgt_in, "tgt_in", self.tgt_vocab_size)
+        out = self.decoder(
+            self.embed(tgt_in, self.tgt_embed),
+            memory,
+            key_mask=tgt_in != self.pad_id,
+            memory_key_mask=src != self.pad_id,
+            need_weights=need_weights,
+        )
+        h, weights = out if need_weights else (out, None)
+        logits = self.head(h)  # (B, T, V)
+        return (logits, weights) if need_weights else logits
+
+    def forward(self, src: Tensor, tgt_in: Tensor, *, need_weights: bool = False) -> Tensor | tuple[Tensor, list]:
+        """Teacher-forced pass: ``src (B, S)``, ``tgt_in (B, T)`` -> logits ``(B, T, V)`` (see :meth:`decode`)."""
+        if src.shape[0] != tgt_in.shape[0]:
+            raise ValueError(f"Transformer: src{tuple(src.shape)} and tgt_in{tuple(tgt_in.shape)} differ in batch size")
+        return self.decode(tgt_in, self.encode(src), src, need_weights=need_weights)
+
+    def loss(self, src: Tensor, tgt: Tensor, label_smoothing: float = 0.0) -> Tensor:
+        """Cross-entropy of ``tgt[:, 1:]`` given ``tgt[:, :-1]`` (``tgt`` starts with the BOS token), padding
+        ignored, with label smoothing ``eps``: the target distribution is ``1 - eps`` on the right token plus
+        ``eps`` spread uniformly over the vocabulary :cite:`vaswani2017attention`."""
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        logits = self(src, tgt[:, :-1])  # (B, T - 1, V)
+        return F.cross_entropy(
+            logits.flatten(0, 1), tgt[:, 1:].flatten(), ignore_index=self.pad_id, label_smoothing=label_smoothing
+        )
+
+    @torch.no_grad()
+    def generate_greedy(
+        self, src: Tensor, bos_id: int, eos_id: int, max_new_tokens: int, *, need_weights: bool = False
+    ) -> Tensor | tuple[Tensor, list[Tensor]]:
+        """Greedy decoding: start from ``bos_id``, append the most likely token, stop once all have ``eos_id``.
+
+        Returns the generated ids ``(B, T)`` (without the BOS; ``pad_id`` after each sequence's EOS) and, with
+        ``need_weights``, the final step's per-layer cross-attention weights ``(B, H, T, S)``. The prefix is
+        recomputed at every step (no KV cache: chapter 06), which is fine for short outputs.
+        """
+        if not 0 < max_new_tokens < self.max_len:
+            raise ValueError(
+                f"generate_greedy: max_new_tokens must be in (0, max_len={self.max_len}), got {max_new_tokens}"
+            )
+        was_training = self.training
+        self.eval()
+        memory = self.encode(src)  # (B, S, D)
+        out = src.new_full((src.shape[0], 1), bos_id)  # (B, 1)
+        done = torch.zeros(src.shape[0], dtype=torch.bool, device=src.device)
+        for _ in range(max_new_tokens):
+            logits = self.decode(out, memory, src)  # (B, t, V)
+            token = logits[:, -1].argmax(-1).masked_fill(done, self.pad_id)  # (B,)
+            out = torch.cat([out, token[:, None]], dim=1)  # (B, t + 1)
+            done |= token == eos_id
+            if bool(done.all()):
+                break
+        weights = self.decode(out[:, :-1], memory, src, need_weights=True)[1] if need_weights else None
+        self.train(was_training)
+        return (out[:, 1:], weights) if need_weights else out[:, 1:]
+
+    @torch.no_grad()
+    def load_torch(
+        self, ref: nn.Transformer, src_embed: nn.Embedding, tgt_embed: nn.Embedding, head: nn.Linear
+    ) -> Transformer:
+        """Copy a :class:`torch.nn.Transformer` (batch-first, same sizes) and the embeddings and output head
+        around it. Every layer goes through :func:`load_torch_layer`, which checks its settings. Returns ``self``."""
+        if not isinstance(ref, nn.Transformer):
+            raise TypeError(f"load_torch: ref must be a torch.nn.Transformer, got {type(ref).__name__}")
+        for name, ours, theirs in (("encoder", self.encoder, ref.encoder), ("decoder", self.decoder, ref.decoder)):
+            if len(ours.layers) != len(theirs.layers):
+                raise ValueError(
+                    f"load_torch: ref's {name} has {len(theirs.layers)} layers, this model {len(ours.layers)}"
+                )
+            for mine, layer in zip(ours.layers, theirs.layers, strict=True):
+                load_torch_layer(mine, layer)
+            ours.norm.load_state_dict(theirs.norm.state_dict())
+        self.src_embed.load_state_dict(src_embed.state_dict())
+        self.tgt_embed.load_state_dict(tgt_embed.state_dict())
+        self.head.load_state_dict(head.state_dict())
+        return self
