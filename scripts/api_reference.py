@@ -38,7 +38,11 @@ PACKAGE = "attnbook"
 
 # The pages of the reference: (page file stem, title, the modules it documents, in order).
 PAGES = [
-    ("attention", "attnbook.attention", ["kernel", "additive", "functional", "masks", "core", "normalizers", "positional"]),
+    (
+        "attention",
+        "attnbook.attention",
+        ["kernel", "additive", "functional", "masks", "core", "normalizers", "positional"],
+    ),
     ("models", "attnbook.models", ["pointer", "transformer", "gpt", "block_transformer"]),
     ("data", "attnbook.data", ["regression", "pointer", "seq2seq", "positions", "text", "registry"]),
     (

@@ -32,7 +32,7 @@ MYST = [
     r"^\s*:::",
     r"```\{",
     r"^\s*\([\w:.-]+\)=\s*$",
-    r"^\s*\$\$\s*\(",
+    r"^[ \t]*\$\$[ \t]*\(",  # a labelled display equation: $$ (label) on one line
     r"^:(label|class|alt|caption|tags):",
 ]
 
