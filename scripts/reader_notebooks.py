@@ -325,6 +325,17 @@ def all_targets() -> dict[str, Target]:
     return targets
 
 
+def api_target(label: str) -> Target:
+    """An entry of the API reference, which scripts/api_reference.py generates at build time (it is not in the
+    repository): ``api-attnbook-<subpackage>-...`` lives on the page ``api-<subpackage>``, the top-level modules
+    (config, profiling, viz, cli) on ``api-utilities``, and ``api-attnbook`` itself is the reference's index."""
+    parts = label.split("-")
+    if label == "api-attnbook":
+        return Target(label, Path("api.md"), "page", title="API reference")
+    stem = f"api-{parts[2]}" if parts[2] in {"attention", "models", "data", "train"} else "api-utilities"
+    return Target(label, Path(f"{stem}.md"), "section", title=f"API reference: {parts[-1]}")
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Markdown conversion
 
@@ -346,6 +357,8 @@ class Converter:
     # -- inline ----------------------------------------------------------------------------------------------
 
     def _target(self, label: str) -> Target:
+        if label not in self.targets and label.startswith("api-attnbook"):
+            return api_target(label)
         if label not in self.targets:
             raise ValueError(f"{self.chapter.name}: reference to unknown label {label!r}")
         return self.targets[label]
