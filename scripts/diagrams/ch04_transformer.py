@@ -1,6 +1,6 @@
 """Chapter 04: the encoder-decoder Transformer, and its blocks in the two normalisation orders.
 
-Left: token ids are embedded (times sqrt(D)), positions are added, N encoder blocks read the source and N
+Left: token ids are embedded (times sqrt(D)), positions are added, L encoder blocks read the source and L
 decoder blocks read the shifted target and, through cross-attention, the encoder's output (the memory);
 each stack ends with a LayerNorm, and a linear head gives next-token logits. Right: one decoder block,
 post-norm (the 2017 original, LN after each residual sum) beside pre-norm (LN inside the branch, the residual
@@ -35,7 +35,7 @@ def overview(ax) -> None:
         arrow(ax, (x - 0.3, 1.55), (x - 0.22, 1.55), color="position")
         arrow(ax, (x, 1.77), (x, 2.15))
     # encoder stack
-    stack_box(ax, 1.45, 2.15, 4.6, 2.1, r"$\times N$")
+    stack_box(ax, 1.45, 2.15, 4.6, 2.1, r"$\times L$")
     op(ax, 1.45, 2.75, "self-attention", w=1.6)
     op(ax, 1.45, 3.65, "feed-forward", w=1.6)
     arrow(ax, (1.45, 2.97), (1.45, 3.43))
@@ -43,7 +43,7 @@ def overview(ax) -> None:
     op(ax, 1.45, 5.3, "LayerNorm", w=1.3)
     text(ax, 1.45, 5.65, "memory", ha="center", size=9.5, color="cache")
     # decoder stack
-    stack_box(ax, 4.45, 2.15, 5.05, 2.3, r"$\times N$")
+    stack_box(ax, 4.45, 2.15, 5.05, 2.3, r"$\times L$")
     op(ax, 4.45, 2.65, "masked self-attention", w=2.0)
     op(ax, 4.45, 3.5, "cross-attention", w=2.0)
     op(ax, 4.45, 4.35, "feed-forward", w=2.0)
