@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 from pathlib import Path
 
@@ -23,10 +24,16 @@ def notebook_from_markdown(md: Path) -> nbformat.NotebookNode:
     nb.metadata.pop("jupytext", None)
     nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
     nb.metadata.setdefault("language_info", {"name": "python"})
+    seen: dict[str, int] = {}
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.outputs = []
             cell.execution_count = None
+        # Deterministic cell ids (a hash of the cell, numbered when two cells are equal), so that regenerating a
+        # pair rewrites only the cells that changed instead of every id.
+        digest = hashlib.sha1(f"{cell.cell_type}\n{cell.source}".encode()).hexdigest()[:12]
+        seen[digest] = seen.get(digest, 0) + 1
+        cell.id = digest if seen[digest] == 1 else f"{digest}-{seen[digest]}"
     return nb
 
 
@@ -56,8 +63,12 @@ def main() -> int:
         print("\n".join(bad) if bad else "all chapter pairs are in sync")
         return 1 if bad else 0
     for md in [p.resolve() for p in args.chapters] or sorted(CHAPTERS.glob("[0-9][0-9]-*.md")):
-        nbformat.write(notebook_from_markdown(md), md.with_suffix(".ipynb"))
-        print(f"wrote {md.with_suffix('.ipynb').relative_to(ROOT)}")
+        target = md.with_suffix(".ipynb")
+        text = nbformat.writes(notebook_from_markdown(md)) + "\n"
+        if target.exists() and target.read_text() == text:
+            continue
+        target.write_text(text)
+        print(f"wrote {target.relative_to(ROOT)}")
     return 0
 
 
