@@ -13,6 +13,11 @@ cd "$(dirname "$0")/.."
 start=$(date +%s)
 bash scripts/setup.sh
 export MPLBACKEND=Agg HF_HUB_OFFLINE=1 PYTHONHASHSEED=0 ATTNBOOK_FULL=${ATTNBOOK_FULL:-0}
+# The chapters train their models afresh in every run: no checkpoint an earlier run (or earlier code) left in the
+# user's cache can make a test pass. ATTNBOOK_TEST_CACHE names a cache to reuse instead (local iterations only).
+fresh_cache=$(mktemp -d)
+trap 'rm -rf "$fresh_cache"' EXIT
+export ATTNBOOK_CACHE=${ATTNBOOK_TEST_CACHE:-$fresh_cache}
 step=$(date +%s)
 .venv/bin/python -m pytest -n 2 --dist loadfile tests "$@"
 tests_s=$(( $(date +%s) - step ))
