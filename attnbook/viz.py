@@ -106,8 +106,15 @@ def attention_heatmap(
         middle = (low + high) / 2
         for i in range(num_queries):
             for j in range(num_keys):
-                ax.text(j, i, f"{array[i, j]:.2f}", ha="center", va="center", fontsize=8,
-                        color="black" if array[i, j] > middle else "white")
+                ax.text(
+                    j,
+                    i,
+                    f"{array[i, j]:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="black" if array[i, j] > middle else "white",
+                )
     if colorbar:
         ax.figure.colorbar(image, ax=ax, label="attention weight")
     return ax
@@ -146,8 +153,13 @@ def attention_grid(
     num_heads = max(layer.shape[0] for layer in layers)
     layer_titles = _check_labels(layer_names, num_layers, "layer_names", "layers")
     head_titles = _check_labels(head_names, num_heads, "head_names", "heads")
-    fig, axes = plt.subplots(num_layers, num_heads, squeeze=False, layout="constrained",
-                             figsize=(cell_size * num_heads + (1.2 if shared_scale else 0.0), cell_size * num_layers))
+    fig, axes = plt.subplots(
+        num_layers,
+        num_heads,
+        squeeze=False,
+        layout="constrained",
+        figsize=(cell_size * num_heads + (1.2 if shared_scale else 0.0), cell_size * num_layers),
+    )
     low = min(0.0, min(float(layer.min()) for layer in layers))
     high = max(float(layer.max()) for layer in layers)
     image = None
@@ -162,10 +174,16 @@ def attention_grid(
             else:
                 ylabel = "query" if col == 0 else ""
             attention_heatmap(
-                layer[col], ax=ax, cmap=cmap, colorbar=not shared_scale,
-                vmin=low if shared_scale else None, vmax=high if shared_scale else None,
-                x_labels=x_labels, y_labels=y_labels,
-                xlabel="key" if row == num_layers - 1 else "", ylabel=ylabel,
+                layer[col],
+                ax=ax,
+                cmap=cmap,
+                colorbar=not shared_scale,
+                vmin=low if shared_scale else None,
+                vmax=high if shared_scale else None,
+                x_labels=x_labels,
+                y_labels=y_labels,
+                xlabel="key" if row == num_layers - 1 else "",
+                ylabel=ylabel,
             )
             image = ax.images[0]
             if row == 0:

@@ -1,7 +1,7 @@
 """Regenerate every chapter's .ipynb from its MyST markdown source (the source of truth), without outputs.
 
-    python scripts/sync_notebooks.py            # write chapters/*.ipynb
-    python scripts/sync_notebooks.py --check    # exit 1 and list the pairs whose cells differ
+python scripts/sync_notebooks.py            # write chapters/*.ipynb
+python scripts/sync_notebooks.py --check    # exit 1 and list the pairs whose cells differ
 """
 
 from __future__ import annotations

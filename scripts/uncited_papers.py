@@ -86,16 +86,16 @@ def _parse_fields(body: str, key: str) -> dict[str, str]:
         m = re.compile(r"\s*,?\s*([A-Za-z][A-Za-z0-9_-]*)\s*=\s*").match(body, i)
         if m is None:
             if body[i:].strip(" \t\r\n,"):
-                raise ValueError(f"entry {key!r}: cannot parse fields near {body[i:i + 40]!r}")
+                raise ValueError(f"entry {key!r}: cannot parse fields near {body[i : i + 40]!r}")
             return fields
         name = m.group(1).lower()
         i = m.end()
         if i < len(body) and body[i] == "{":
             close = _matching_brace(body, i)
-            value, i = body[i + 1:close], close + 1
+            value, i = body[i + 1 : close], close + 1
         elif i < len(body) and body[i] == '"':
             close = body.index('"', i + 1)
-            value, i = body[i + 1:close], close + 1
+            value, i = body[i + 1 : close], close + 1
         else:
             bare = re.compile(r"[^,\s]+").match(body, i)
             if bare is None:
@@ -154,15 +154,25 @@ def load_seed_table(path: Path = SEEDS) -> list[SeedPaper]:
             if date is None:
                 raise ValueError(f"{path}:{line}: listed_date {row['listed_date']!r} is not YYYY-MM-DD or --MM-DD")
             year = date.group("year")
-            papers.append(SeedPaper(key=row["key"], title=row["title"], month=int(date.group("month")),
-                                    day=int(date.group("day")), year=int(year) if year else None))
+            papers.append(
+                SeedPaper(
+                    key=row["key"],
+                    title=row["title"],
+                    month=int(date.group("month")),
+                    day=int(date.group("day")),
+                    year=int(year) if year else None,
+                )
+            )
     return papers
 
 
 def uncited_seeds(bib_text: str, cited: dict[str, set[str]]) -> list[tuple[str, str]]:
     """``(key, title)`` of every seed entry whose key is not in ``cited``, in file order."""
-    return [(key, entry.get("title", "")) for key, entry in parse_bibtex(bib_text).items()
-            if is_seed(entry) and key not in cited]
+    return [
+        (key, entry.get("title", ""))
+        for key, entry in parse_bibtex(bib_text).items()
+        if is_seed(entry) and key not in cited
+    ]
 
 
 def main() -> int:

@@ -17,8 +17,17 @@ from sync_notebooks import stale_pairs  # noqa: E402
 CHAPTERS = sorted((ROOT / "chapters").glob("[0-9][0-9]-*.md"))
 
 #: The contract's sections, in order (CONVENTIONS.md section 1); a heading may continue after them ("Experiment: ...").
-REQUIRED = ["What you will learn", "The idea", "Derivation", "Implementation", "Check", "Experiment", "Promote",
-            "Exercises", "Summary and references"]
+REQUIRED = [
+    "What you will learn",
+    "The idea",
+    "Derivation",
+    "Implementation",
+    "Check",
+    "Experiment",
+    "Promote",
+    "Exercises",
+    "Summary and references",
+]
 OPTIONAL = ["Cost"]
 
 

@@ -42,8 +42,9 @@ def test_heatmap_draws_the_map_with_a_colour_bar(as_numpy):
 def test_heatmap_accepts_grad_tensors_labels_and_an_existing_axes():
     weights = _softmax_rows((2, 4)).requires_grad_()
     fig, given = plt.subplots()
-    ax = attention_heatmap(weights, ax=given, x_labels=list("abcd"), y_labels=["q0", "q1"], annotate=True,
-                           colorbar=False)
+    ax = attention_heatmap(
+        weights, ax=given, x_labels=list("abcd"), y_labels=["q0", "q1"], annotate=True, colorbar=False
+    )
     assert ax is given
     assert [t.get_text() for t in ax.get_xticklabels()] == list("abcd")
     assert [t.get_text() for t in ax.get_yticklabels()] == ["q0", "q1"]

@@ -34,8 +34,15 @@ def draw() -> None:
     tensor(ax, 10.4, 1.4, 1, 1, "output", cell=0.34)
     text(ax, 10.4, 1.7, "$o = \\sum_j a_j v_j$", ha="center", va="bottom")
     arrow(ax, (9.63, 1.4), (10.2, 1.4))
-    text(ax, 5.6, 3.25, "one query reads every key; the answer is a weighted mean of the values", size=10,
-         ha="center", color=COLORS["output"])
+    text(
+        ax,
+        5.6,
+        3.25,
+        "one query reads every key; the answer is a weighted mean of the values",
+        size=10,
+        ha="center",
+        color=COLORS["output"],
+    )
     save(fig, "01-soft-lookup")
 
 

@@ -27,8 +27,7 @@ def draw() -> None:
     arrow(ax, (6.67, 2.25), (7.2, 2.25))
     op(ax, 8.45, 2.25, "softmax", w=1.05)
     arrow(ax, (7.5, 2.25), (7.91, 2.25))
-    tensor(ax, 9.55, 2.25, 4, 1, "weight", label="weights $a_{ij}$", cell=0.22,
-           values=[[0.1], [0.7], [0.15], [0.05]])
+    tensor(ax, 9.55, 2.25, 4, 1, "weight", label="weights $a_{ij}$", cell=0.22, values=[[0.1], [0.7], [0.15], [0.05]])
     arrow(ax, (9.0, 2.25), (9.4, 2.25))
     # the context: the weights mix the values
     tensor(ax, 9.55, 0.55, 4, 3, "value", cell=0.12, shape="")
@@ -40,8 +39,15 @@ def draw() -> None:
     text(ax, 10.75, 2.95, "context $c_i$", ha="center", va="bottom")
     arrow(ax, (10.75, 1.53), (10.75, 2.62))
     formula = "$s_{ij} = \\tanh(g_{i-1} W_a + h_j U_a)\\, v_a$"
-    text(ax, 5.8, 4.05, f"{formula}: a one-hidden-layer network on each (query, key) pair", size=10, ha="center",
-         color=COLORS["output"])
+    text(
+        ax,
+        5.8,
+        4.05,
+        f"{formula}: a one-hidden-layer network on each (query, key) pair",
+        size=10,
+        ha="center",
+        color=COLORS["output"],
+    )
     save(fig, "02-additive")
 
 

@@ -41,8 +41,15 @@ def draw() -> None:
     text(ax, 10.0, 2.95, "= the attention\nover the inputs", size=9, va="center", color=COLORS["weight"])
     # the chosen input feeds the next decoder step
     arrow(ax, (9.65, 4.12), (2.05, 4.4), color="output", dashed=True, rad=0.12)
-    text(ax, 5.9, 4.95, "the chosen input $x_{C_i}$ is the decoder's next input", size=9, ha="center",
-         color=COLORS["output"])
+    text(
+        ax,
+        5.9,
+        4.95,
+        "the chosen input $x_{C_i}$ is the decoder's next input",
+        size=9,
+        ha="center",
+        color=COLORS["output"],
+    )
     save(fig, "02-pointer")
 
 

@@ -63,7 +63,13 @@ arrow(ax, (11.45, 1.12), (11.45, MID - 0.23))
 tensor(ax, 12.8, MID, 3, 2, "output", label="$O$", shape="$(T_q, d_v)$")
 arrow(ax, (11.85, MID), (12.6, MID))
 
-text(ax, 0.2, 0.12, "leading dims $(B, H)$ broadcast through every step; a row of $S$ with no visible key "
-     "gives a row of zeros in $A$", size=9, color=COLORS["output"])
+text(
+    ax,
+    0.2,
+    0.12,
+    "leading dims $(B, H)$ broadcast through every step; a row of $S$ with no visible key gives a row of zeros in $A$",
+    size=9,
+    color=COLORS["output"],
+)
 
 save(fig, "03-sdpa")

@@ -29,8 +29,14 @@ def shaded(values_per_head, rows=T):
 
 def main() -> None:
     fig, ax = canvas(12.9, 5.7)
-    text(ax, 0.2, 5.4, r"Multi-head attention: project once, split the width $D$ into $H$ heads of $d = D/H$, "
-         r"attend per head, concatenate, mix with $W_O$", size=11)
+    text(
+        ax,
+        0.2,
+        5.4,
+        r"Multi-head attention: project once, split the width $D$ into $H$ heads of $d = D/H$, "
+        r"attend per head, concatenate, mix with $W_O$",
+        size=11,
+    )
     tensor(ax, 0.65, 2.85, T, D, "output", label=r"$X$", shape=r"$T \times D$", cell=CELL)
     roles = ((4.35, r"$W_Q$", "query", "Q"), (2.85, r"$W_K$", "key", "K"), (1.35, r"$W_V$", "value", "V"))
     for y, name, color, letter in roles:

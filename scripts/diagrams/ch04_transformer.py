@@ -18,8 +18,18 @@ from style import COLORS, arrow, canvas, op, proj, save, text  # noqa: E402
 
 
 def stack_box(ax, x: float, y0: float, y1: float, w: float, label: str) -> None:
-    ax.add_patch(FancyBboxPatch((x - w / 2, y0), w, y1 - y0, boxstyle="round,pad=0.02,rounding_size=0.12",
-                                facecolor="none", edgecolor=COLORS["output"], linewidth=1.4, linestyle="--"))
+    ax.add_patch(
+        FancyBboxPatch(
+            (x - w / 2, y0),
+            w,
+            y1 - y0,
+            boxstyle="round,pad=0.02,rounding_size=0.12",
+            facecolor="none",
+            edgecolor=COLORS["output"],
+            linewidth=1.4,
+            linestyle="--",
+        )
+    )
     text(ax, x + w / 2 - 0.08, y1 - 0.1, label, ha="right", va="top", size=10)
 
 

@@ -32,24 +32,51 @@ def dial(ax, cx: float, cy: float, radius: float, i: int, j: int, title: str) ->
         tip = (cx + radius * math.cos(turned), cy + radius * math.sin(turned))
         arrow(ax, (cx, cy), tip, color=color)
         label = rf"$\tilde {name}_{{{'i' if name == 'q' else 'j'}}}$"
-        text(ax, cx + 1.22 * radius * math.cos(turned), cy + 1.22 * radius * math.sin(turned), label, color=color,
-             ha="center", va="center")
+        text(
+            ax,
+            cx + 1.22 * radius * math.cos(turned),
+            cy + 1.22 * radius * math.sin(turned),
+            label,
+            color=color,
+            ha="center",
+            va="center",
+        )
     lo, hi = sorted((Q_ANGLE + i * OMEGA, K_ANGLE + j * OMEGA))
-    ax.add_patch(Arc((cx, cy), 0.7 * radius, 0.7 * radius, theta1=math.degrees(lo), theta2=math.degrees(hi),
-                     color=COLORS["weight"], lw=2.0))
+    ax.add_patch(
+        Arc(
+            (cx, cy),
+            0.7 * radius,
+            0.7 * radius,
+            theta1=math.degrees(lo),
+            theta2=math.degrees(hi),
+            color=COLORS["weight"],
+            lw=2.0,
+        )
+    )
     text(ax, cx, cy - radius - 0.45, title, ha="center", va="top", size=10)
 
 
 def main() -> None:
     fig, ax = canvas(12.0, 4.7)
-    text(ax, 0.25, 4.4, r"RoPE: turn pair $k$ of $q_i$ by $i\,\omega_k$ and of $k_j$ by $j\,\omega_k$;"
-         r" the angle between them (purple) is $(j - i)\,\omega_k$, whatever $i$ is", size=11)
+    text(
+        ax,
+        0.25,
+        4.4,
+        r"RoPE: turn pair $k$ of $q_i$ by $i\,\omega_k$ and of $k_j$ by $j\,\omega_k$;"
+        r" the angle between them (purple) is $(j - i)\,\omega_k$, whatever $i$ is",
+        size=11,
+    )
     dial(ax, 1.55, 2.75, 1.05, 1, 3, "i = 1, j = 3")
     dial(ax, 4.35, 2.75, 1.05, 5, 7, "i = 5, j = 7: both turned further,\nthe angle between them is the same")
     text(ax, 2.95, 2.75, "=", ha="center", va="center", size=18, color="weight")
-    text(ax, 0.3, 0.25, r"dashed: $q_i$, $k_j$ before rotation; solid: after.  "
-         r"$\tilde q_i \tilde k_j^{\top} = q_i R_{i} R_{j}^{\top} k_j^{\top} = q_i R_{i-j}\, k_j^{\top}$",
-         size=10)
+    text(
+        ax,
+        0.3,
+        0.25,
+        r"dashed: $q_i$, $k_j$ before rotation; solid: after.  "
+        r"$\tilde q_i \tilde k_j^{\top} = q_i R_{i} R_{j}^{\top} k_j^{\top} = q_i R_{i-j}\, k_j^{\top}$",
+        size=10,
+    )
     # right: a head of width d = 8 is four pairs, turned at frequencies omega_k = 10000^(-2k/8)
     d, i = 8, 3
     x0 = 7.0
@@ -64,8 +91,13 @@ def main() -> None:
         text(ax, cx, cy + radius + 0.12, f"dims {k}, {k + d // 2}", ha="center", va="bottom", size=8.5)
         text(ax, cx, cy - radius - 0.1, rf"$\omega_{k}$ = {omega:.3g}", ha="center", va="top", size=9)
         text(ax, cx, cy - radius - 0.42, rf"$i\omega_{k}$ = {angle:.3g}", ha="center", va="top", size=9)
-    text(ax, x0 - 0.2, 1.3, "fast pairs resolve nearby offsets, slow pairs far ones\n"
-         "(half layout: dimension k pairs with k + d/2)", size=9)
+    text(
+        ax,
+        x0 - 0.2,
+        1.3,
+        "fast pairs resolve nearby offsets, slow pairs far ones\n(half layout: dimension k pairs with k + d/2)",
+        size=9,
+    )
     save(fig, "05-rope")
 
 

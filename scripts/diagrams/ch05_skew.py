@@ -53,8 +53,14 @@ def main() -> None:
     stage = entries()
     fig, ax = canvas(12.4, 4.05)
     top = 3.05
-    text(ax, 0.25, 3.8, "Skewing (Music Transformer), T = 4: shade = query i, number = offset j − i of  "
-         r"$q_i \cdot r_{j-i}$", size=11)
+    text(
+        ax,
+        0.25,
+        3.8,
+        "Skewing (Music Transformer), T = 4: shade = query i, number = offset j − i of  "
+        r"$q_i \cdot r_{j-i}$",
+        size=11,
+    )
     right1, mid1 = grid(ax, 0.55, top, stage["scores"], r"1. $S^{\mathrm{off}} = Q Z^{\top}$ (T × T)")
     for i in range(T):
         text(ax, 0.42, top - (i + 0.5) * CELL, f"i={i}", ha="right", va="center", size=9)
@@ -72,8 +78,15 @@ def main() -> None:
     note = "grey: left-overs\nabove the diagonal,\nhidden by the\ncausal mask"
     text(ax, x4 + T * CELL + 0.15, top - 0.5 * CELL, note, va="top", size=9, color="mask")
     for c in range(T):
-        text(ax, 0.55 + (c + 0.5) * CELL, top - T * CELL - 0.08, f"{c - T + 1}".replace("-", "\u2212"), ha="center",
-             va="top", size=9)
+        text(
+            ax,
+            0.55 + (c + 0.5) * CELL,
+            top - T * CELL - 0.08,
+            f"{c - T + 1}".replace("-", "\u2212"),
+            ha="center",
+            va="top",
+            size=9,
+        )
     text(ax, 0.55 + T * CELL / 2, top - T * CELL - 0.36, "column = offset", ha="center", va="top", size=9)
     summary = (
         "One matmul, one pad, one reshape: the (T, T, d) tensor of the naive gather never exists. "

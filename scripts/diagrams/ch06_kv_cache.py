@@ -23,23 +23,54 @@ def cache_grid(ax, x: float, y_top: float, color: str, name: str) -> tuple[float
     for i in range(ROWS):
         new = i == ROWS - 1
         for j in range(COLS):
-            ax.add_patch(Rectangle((x0 + j * CELL, y_top - (i + 1) * CELL), CELL, CELL, facecolor=COLORS[color],
-                                   alpha=0.95 if new else 0.45, edgecolor="white", linewidth=0.8))
-    ax.add_patch(Rectangle((x0, y_top - ROWS * CELL), COLS * CELL, CELL, facecolor="none", edgecolor=COLORS["text"],
-                           linewidth=1.6, linestyle="--"))
-    ax.add_patch(FancyBboxPatch((x0 - 0.08, y_top - ROWS * CELL - 0.08), COLS * CELL + 0.16, ROWS * CELL + 0.16,
-                                boxstyle="round,pad=0.02,rounding_size=0.06", facecolor="none",
-                                edgecolor=COLORS["cache"], linewidth=2.2))
+            ax.add_patch(
+                Rectangle(
+                    (x0 + j * CELL, y_top - (i + 1) * CELL),
+                    CELL,
+                    CELL,
+                    facecolor=COLORS[color],
+                    alpha=0.95 if new else 0.45,
+                    edgecolor="white",
+                    linewidth=0.8,
+                )
+            )
+    ax.add_patch(
+        Rectangle(
+            (x0, y_top - ROWS * CELL),
+            COLS * CELL,
+            CELL,
+            facecolor="none",
+            edgecolor=COLORS["text"],
+            linewidth=1.6,
+            linestyle="--",
+        )
+    )
+    ax.add_patch(
+        FancyBboxPatch(
+            (x0 - 0.08, y_top - ROWS * CELL - 0.08),
+            COLS * CELL + 0.16,
+            ROWS * CELL + 0.16,
+            boxstyle="round,pad=0.02,rounding_size=0.06",
+            facecolor="none",
+            edgecolor=COLORS["cache"],
+            linewidth=2.2,
+        )
+    )
     text(ax, x, y_top + 0.17, name, ha="center", va="bottom", size=10)
-    text(ax, x0 - 0.2, y_top - ROWS * CELL / 2, "t rows", ha="right", va="center", size=9, color="output",
-         rotation=90)
+    text(ax, x0 - 0.2, y_top - ROWS * CELL / 2, "t rows", ha="right", va="center", size=9, color="output", rotation=90)
     return x, y_top - (ROWS - 0.5) * CELL
 
 
 def main() -> None:
     fig, ax = canvas(11.6, 6.2)
-    text(ax, 0.25, 5.9, r"Decoding step $t$ in layer $l$: project only the new token, append its $k_t, v_t$ to the "
-         r"cache, let $q_t$ read all $t$ cached rows", size=11)
+    text(
+        ax,
+        0.25,
+        5.9,
+        r"Decoding step $t$ in layer $l$: project only the new token, append its $k_t, v_t$ to the "
+        r"cache, let $q_t$ read all $t$ cached rows",
+        size=11,
+    )
     # the new token and its three projections
     tensor(ax, 0.75, 3.5, 1, COLS, "output", label=r"$x_t$", shape="1 × D")
     for y, name, color in ((4.6, r"$W_Q$", "query"), (3.5, r"$W_K$", "key"), (2.4, r"$W_V$", "value")):
@@ -61,8 +92,17 @@ def main() -> None:
     text(ax, 4.55, 4.1, "reads t rows", size=9, color="key")
     op(ax, 7.95, 3.9, "softmax", w=1.0)
     arrow(ax, (6.98, 3.9), (7.45, 3.9))
-    tensor(ax, 9.55, 3.9, 1, ROWS, "weight", label=r"weights $a_{t,1..t}$", shape="1 × t",
-           values=[[0.15, 0.3, 0.1, 0.55, 0.25, 1.0]])
+    tensor(
+        ax,
+        9.55,
+        3.9,
+        1,
+        ROWS,
+        "weight",
+        label=r"weights $a_{t,1..t}$",
+        shape="1 × t",
+        values=[[0.15, 0.3, 0.1, 0.55, 0.25, 1.0]],
+    )
     arrow(ax, (8.45, 3.9), (8.9, 3.9))
     op(ax, 9.55, 2.65, r"$\times V$", w=0.8)
     arrow(ax, (9.55, 3.65), (9.55, 2.87))
@@ -72,16 +112,32 @@ def main() -> None:
     arrow(ax, (9.95, 2.65), (10.45, 2.65))
     # every layer has its own cache, one row longer after each step
     y = 0.45
-    text(ax, 0.25, y, "every layer $l = 1..L$ keeps its own K and V cache;\nstep t appends one row to each:",
-         va="center", size=9.5)
+    text(
+        ax,
+        0.25,
+        y,
+        "every layer $l = 1..L$ keeps its own K and V cache;\nstep t appends one row to each:",
+        va="center",
+        size=9.5,
+    )
     for layer in range(3):
         x = 4.35 + layer * 1.55
         for j, color in enumerate(("key", "value")):
             for i in range(ROWS):
-                ax.add_patch(Rectangle((x + j * 0.55 + i * 0.07, y - 0.12), 0.07, 0.24, facecolor=COLORS[color],
-                                       alpha=0.95 if i == ROWS - 1 else 0.45, edgecolor="white", linewidth=0.4))
-        text(ax, x + 0.5, y + 0.2, "layer L" if layer == 2 else f"layer {layer + 1}", ha="center", va="bottom",
-             size=8.5)
+                ax.add_patch(
+                    Rectangle(
+                        (x + j * 0.55 + i * 0.07, y - 0.12),
+                        0.07,
+                        0.24,
+                        facecolor=COLORS[color],
+                        alpha=0.95 if i == ROWS - 1 else 0.45,
+                        edgecolor="white",
+                        linewidth=0.4,
+                    )
+                )
+        text(
+            ax, x + 0.5, y + 0.2, "layer L" if layer == 2 else f"layer {layer + 1}", ha="center", va="bottom", size=8.5
+        )
     text(ax, 8.55, y, r"cache: $2\,L\,G\,d$ numbers per token", va="center", size=9.5, color="cache")
     save(fig, "06-kv-cache")
 

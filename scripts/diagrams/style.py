@@ -66,8 +66,17 @@ def canvas(width: float, height: float) -> tuple[plt.Figure, plt.Axes]:
 def proj(ax: plt.Axes, x: float, y: float, label: str, color: str = "output", w: float = 0.9, h: float = 0.45):
     """A learned projection (a matrix with parameters), centred at (x, y)."""
     edge = COLORS.get(color, color)
-    ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.02,rounding_size=0.08",
-                                facecolor="white", edgecolor=edge, linewidth=1.8))
+    ax.add_patch(
+        FancyBboxPatch(
+            (x - w / 2, y - h / 2),
+            w,
+            h,
+            boxstyle="round,pad=0.02,rounding_size=0.08",
+            facecolor="white",
+            edgecolor=edge,
+            linewidth=1.8,
+        )
+    )
     ax.text(x, y, label, ha="center", va="center", color=COLORS["text"])
 
 
@@ -77,33 +86,79 @@ def op(ax: plt.Axes, x: float, y: float, label: str, w: float | None = None, h: 
         ax.add_patch(Circle((x, y), r, facecolor=COLORS["light"], edgecolor=COLORS["output"], linewidth=1.2))
     else:
         w = w or 0.16 * len(label) + 0.3
-        ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.02,rounding_size=0.04",
-                                    facecolor=COLORS["light"], edgecolor=COLORS["output"], linewidth=1.2))
+        ax.add_patch(
+            FancyBboxPatch(
+                (x - w / 2, y - h / 2),
+                w,
+                h,
+                boxstyle="round,pad=0.02,rounding_size=0.04",
+                facecolor=COLORS["light"],
+                edgecolor=COLORS["output"],
+                linewidth=1.2,
+            )
+        )
     ax.text(x, y, label, ha="center", va="center", color=COLORS["text"])
 
 
-def tensor(ax: plt.Axes, x: float, y: float, rows: int, cols: int, color: str, label: str = "",
-           cell: float = 0.16, values=None, shape: str = ""):
+def tensor(
+    ax: plt.Axes,
+    x: float,
+    y: float,
+    rows: int,
+    cols: int,
+    color: str,
+    label: str = "",
+    cell: float = 0.16,
+    values=None,
+    shape: str = "",
+):
     """A tensor as a grid of cells centred at (x, y); ``values`` in [0, 1] shade the cells (weights)."""
     face = COLORS.get(color, color)
     x0, y0 = x - cols * cell / 2, y - rows * cell / 2
     for i in range(rows):
         for j in range(cols):
             alpha = 0.85 if values is None else 0.1 + 0.9 * float(values[i][j])
-            ax.add_patch(Rectangle((x0 + j * cell, y0 + (rows - 1 - i) * cell), cell, cell, facecolor=face,
-                                   alpha=alpha, edgecolor="white", linewidth=0.8))
+            ax.add_patch(
+                Rectangle(
+                    (x0 + j * cell, y0 + (rows - 1 - i) * cell),
+                    cell,
+                    cell,
+                    facecolor=face,
+                    alpha=alpha,
+                    edgecolor="white",
+                    linewidth=0.8,
+                )
+            )
     if label:
         ax.text(x, y0 + rows * cell + 0.12, label, ha="center", va="bottom", color=COLORS["text"])
     if shape:
         ax.text(x, y0 - 0.1, shape, ha="center", va="top", color=COLORS["output"], fontsize=9)
 
 
-def arrow(ax: plt.Axes, start: tuple[float, float], end: tuple[float, float], color: str = "output",
-          style: str = "-|>", dashed: bool = False, rad: float = 0.0):
+def arrow(
+    ax: plt.Axes,
+    start: tuple[float, float],
+    end: tuple[float, float],
+    color: str = "output",
+    style: str = "-|>",
+    dashed: bool = False,
+    rad: float = 0.0,
+):
     """Data flowing from ``start`` to ``end`` (``rad`` bends it)."""
-    ax.add_patch(FancyArrowPatch(start, end, arrowstyle=style, mutation_scale=12, color=COLORS.get(color, color),
-                                 linewidth=1.4, linestyle="--" if dashed else "-",
-                                 connectionstyle=f"arc3,rad={rad}", shrinkA=2, shrinkB=2))
+    ax.add_patch(
+        FancyArrowPatch(
+            start,
+            end,
+            arrowstyle=style,
+            mutation_scale=12,
+            color=COLORS.get(color, color),
+            linewidth=1.4,
+            linestyle="--" if dashed else "-",
+            connectionstyle=f"arc3,rad={rad}",
+            shrinkA=2,
+            shrinkB=2,
+        )
+    )
 
 
 def text(ax: plt.Axes, x: float, y: float, s: str, color: str = "text", size: float | None = None, **kw):
