@@ -5,8 +5,8 @@ and promotes the finished code here. The layout reads like the book's table of c
 
 * :mod:`attnbook.attention` -- attention itself. :func:`~attnbook.attention.scaled_dot_product_attention`
   is the functional core (ch. 03); :mod:`~attnbook.attention.masks` builds masks (``True`` = may attend,
-  floats are additive, any other dtype is an error; at least ``(L_q, L_k)``, broadcast to
-  ``(B, H, L_q, L_k)``); one module per mechanism family (``additive``, ``positional``, ``local``, ...).
+  floats are additive, any other dtype is an error; at least ``(T_q, T_k)``, broadcast to
+  ``(B, H, T_q, T_k)``); one module per mechanism family (``additive``, ``positional``, ``local``, ...).
 * :mod:`attnbook.models` -- whole models built from those parts (Pointer Network, Transformer, GPT, ...).
 * :mod:`attnbook.data` -- the seeded synthetic tasks and offline corpora the experiments use, and
   downloaders (pinned checksums, atomic cache writes) for the larger datasets of full runs.
@@ -17,7 +17,7 @@ and promotes the finished code here. The layout reads like the book's table of c
 
 **One attention core with pluggable parts.** A mechanism is not a new copy of multi-head attention. The
 class :class:`~attnbook.attention.AttentionCore` runs one pipeline on heads already split
-(``q (B, H, L_q, D)``, ``k (B, H, L_k, D)``, ``v (B, H, L_k, D_v)``)::
+(``q (B, H, T_q, D)``, ``k (B, H, T_k, D)``, ``v (B, H, T_k, D_v)``)::
 
     q, k     = positions.rotate(q, k)           # e.g. RoPE rotates queries and keys
     logits   = scores(q, k)                     # dot product / additive / ...

@@ -1,13 +1,13 @@
 """Pictures of attention: one weight matrix as a heatmap, and a layer x head grid of them.
 
-An attention map is the matrix of weights ``A (L_q, L_k)`` of eq. (1) of *Attention Is All You Need*
+An attention map is the matrix of weights ``A (T_q, T_k)`` of eq. (1) of *Attention Is All You Need*
 (2017, :cite:`vaswani2017attention`): row ``i`` is the distribution over keys that query ``i`` reads,
 so each row of a softmax map sums to 1. The book draws it with queries down the rows and keys along
 the columns, always with a colour bar, so a reader can tell a sharp (near one-hot) row from a diffuse one.
 
-* :func:`attention_heatmap` -- one ``(L_q, L_k)`` map on one ``Axes`` (chapter 01 onward).
-* :func:`attention_grid` -- a ``(layers, heads, L_q, L_k)`` tensor, or a list of per-layer
-  ``(heads, L_q, L_k)`` tensors, as a grid of heatmaps with one shared colour bar (chapter 04 onward).
+* :func:`attention_heatmap` -- one ``(T_q, T_k)`` map on one ``Axes`` (chapter 01 onward).
+* :func:`attention_grid` -- a ``(layers, heads, T_q, T_k)`` tensor, or a list of per-layer
+  ``(heads, T_q, T_k)`` tensors, as a grid of heatmaps with one shared colour bar (chapter 04 onward).
 
 Both accept PyTorch tensors (detached and moved to the CPU here) or NumPy arrays, and raise ``ValueError``
 naming the argument and the shape seen when the input is not the documented shape.
@@ -66,12 +66,12 @@ def attention_heatmap(
     xlabel: str = "key",
     ylabel: str = "query",
 ) -> Axes:
-    """Draw one attention map ``weights (L_q, L_k)`` as a heatmap: queries down, keys across.
+    """Draw one attention map ``weights (T_q, T_k)`` as a heatmap: queries down, keys across.
 
     Args:
-        weights: the map, a tensor or array of shape ``(L_q, L_k)``; row ``i`` = the weights query ``i``
+        weights: the map, a tensor or array of shape ``(T_q, T_k)``; row ``i`` = the weights query ``i``
             puts on each key.
-        x_labels, y_labels: tick labels for the ``L_k`` keys and the ``L_q`` queries (e.g. the tokens).
+        x_labels, y_labels: tick labels for the ``T_k`` keys and the ``T_q`` queries (e.g. the tokens).
         ax: the ``Axes`` to draw on; a new figure is made when omitted.
         title: the axes title (the book's convention: a title that states the finding).
         cmap, vmin, vmax: the colour map and its range (default: the map's own min and max).
@@ -84,7 +84,7 @@ def attention_heatmap(
     """
     array = _as_array(weights, "weights")
     if array.ndim != 2:
-        raise ValueError(f"weights must be a 2-D (L_q, L_k) map, got shape {tuple(array.shape)}")
+        raise ValueError(f"weights must be a 2-D (T_q, T_k) map, got shape {tuple(array.shape)}")
     if 0 in array.shape:
         raise ValueError(f"weights must not be empty, got shape {tuple(array.shape)}")
     num_queries, num_keys = array.shape
@@ -135,7 +135,7 @@ def attention_grid(
     """Draw a grid of attention maps, one row per layer and one column per head.
 
     Args:
-        weights: a ``(layers, heads, L_q, L_k)`` tensor/array, or a list with one ``(heads, L_q, L_k)``
+        weights: a ``(layers, heads, T_q, T_k)`` tensor/array, or a list with one ``(heads, T_q, T_k)``
             tensor per layer (layers may differ in head count and map size; missing cells stay empty).
         layer_names, head_names: row and column titles (default ``"layer i"``, ``"head j"``).
         x_labels, y_labels: key and query tick labels, used when every map has matching sizes.
@@ -196,18 +196,18 @@ def attention_grid(
 
 
 def _grid_layers(weights: Any) -> list[np.ndarray]:
-    """Split ``weights`` into per-layer ``(heads, L_q, L_k)`` arrays, validating every shape."""
+    """Split ``weights`` into per-layer ``(heads, T_q, T_k)`` arrays, validating every shape."""
     if isinstance(weights, torch.Tensor | np.ndarray):
         array = _as_array(weights, "weights")
         if array.ndim != 4:
             hint = " (for one layer pass weights[None] or [weights])" if array.ndim == 3 else ""
-            raise ValueError(f"weights must have shape (layers, heads, L_q, L_k), got {tuple(array.shape)}{hint}")
+            raise ValueError(f"weights must have shape (layers, heads, T_q, T_k), got {tuple(array.shape)}{hint}")
         layers = list(array)
     elif isinstance(weights, Sequence) and not isinstance(weights, str):
         layers = [_as_array(layer, f"weights[{i}]") for i, layer in enumerate(weights)]
         for i, layer in enumerate(layers):
             if layer.ndim != 3:
-                raise ValueError(f"weights[{i}] must have shape (heads, L_q, L_k), got {tuple(layer.shape)}")
+                raise ValueError(f"weights[{i}] must have shape (heads, T_q, T_k), got {tuple(layer.shape)}")
     else:
         raise TypeError(f"weights must be a 4-D tensor/array or a list of 3-D ones, got {type(weights).__name__}")
     if not layers:

@@ -17,13 +17,13 @@ TOL = 1e-12
 
 def brute_force(query, keys, values, W_q, W_k, v, mask=None, bias=None):
     """The definition, one (b, i, j) at a time, in Python floats where it matters."""
-    B, L_q, L_k = query.shape[0], query.shape[1], keys.shape[1]
+    B, T_q, T_k = query.shape[0], query.shape[1], keys.shape[1]
     bias = torch.zeros(W_k.shape[0], dtype=query.dtype) if bias is None else bias
-    weights = torch.zeros(B, L_q, L_k, dtype=query.dtype)
-    context = torch.zeros(B, L_q, values.shape[-1], dtype=query.dtype)
+    weights = torch.zeros(B, T_q, T_k, dtype=query.dtype)
+    context = torch.zeros(B, T_q, values.shape[-1], dtype=query.dtype)
     for b in range(B):
-        for i in range(L_q):
-            allowed = [j for j in range(L_k) if mask is None or bool(mask[b, i, j])]
+        for i in range(T_q):
+            allowed = [j for j in range(T_k) if mask is None or bool(mask[b, i, j])]
             if not allowed:
                 continue
             e = {j: float(v @ torch.tanh(W_k @ keys[b, j] + bias + W_q @ query[b, i])) for j in allowed}
@@ -35,11 +35,11 @@ def brute_force(query, keys, values, W_q, W_k, v, mask=None, bias=None):
     return context, weights
 
 
-def make(B=2, L_q=3, L_k=5, D_q=4, D_k=6, D_v=3, A=7, seed=0, dtype=torch.float64):
+def make(B=2, T_q=3, T_k=5, D_q=4, D_k=6, D_v=3, A=7, seed=0, dtype=torch.float64):
     g = torch.Generator().manual_seed(seed)
-    query = torch.randn(B, L_q, D_q, generator=g, dtype=dtype)
-    keys = torch.randn(B, L_k, D_k, generator=g, dtype=dtype)
-    values = torch.randn(B, L_k, D_v, generator=g, dtype=dtype)
+    query = torch.randn(B, T_q, D_q, generator=g, dtype=dtype)
+    keys = torch.randn(B, T_k, D_k, generator=g, dtype=dtype)
+    values = torch.randn(B, T_k, D_v, generator=g, dtype=dtype)
     module = AdditiveAttention(D_q, D_k, A).to(dtype)
     return query, keys, values, module
 
@@ -70,7 +70,7 @@ def test_single_step_query_and_key_padding_mask():
     query, keys, values, module = make()
     key_mask = torch.tensor([[True, True, True, False, False], [True, True, True, True, True]])
     with torch.no_grad():
-        ctx, w = module(query[:, 0], keys, values, key_mask)  # (B, D_q) query, (B, L_k) mask
+        ctx, w = module(query[:, 0], keys, values, key_mask)  # (B, D_q) query, (B, T_k) mask
         ctx3, w3 = module(query[:, :1], keys, values, key_mask[:, None, :].expand(2, 1, 5))
     assert ctx.shape == (2, 3) and w.shape == (2, 5)
     torch.testing.assert_close(ctx, ctx3[:, 0], rtol=0, atol=TOL)
@@ -89,8 +89,8 @@ def test_core_with_additive_scores_is_the_module():
     core = AttentionCore(scores=AdditiveScores(7)).double()
     with torch.no_grad():
         core.scores.v.copy_(module.v)
-        q = module.W_q(query)[:, None]  # (B, 1, L_q, A)
-        k = module.W_k(keys)[:, None]  # (B, 1, L_k, A)
+        q = module.W_q(query)[:, None]  # (B, 1, T_q, A)
+        k = module.W_k(keys)[:, None]  # (B, 1, T_k, A)
         ctx, w = core(q, k, values[:, None], need_weights=True)
         ref_ctx, ref_w = module(query, keys, values)
     torch.testing.assert_close(ctx[:, 0], ref_ctx, rtol=0, atol=TOL)
@@ -116,12 +116,12 @@ def test_multi_head_additive_attention_shapes_and_grads():
     assert mha.core.scores.v.grad is not None and torch.isfinite(x.grad).all()
 
 
-def test_a_two_dimensional_mask_is_per_query_even_when_the_batch_size_equals_L_q():
-    # B == L_q == 3: the old code read this (L_q, L_k) causal-style mask as a (B, L_k) key mask -- wrong weights.
-    query, keys, values, module = make(B=3, L_q=3, L_k=3)
-    causal = torch.tril(torch.ones(3, 3, dtype=torch.bool))  # (L_q, L_k): query i sees keys 0..i
+def test_a_two_dimensional_mask_is_per_query_even_when_the_batch_size_equals_T_q():
+    # B == T_q == 3: the old code read this (T_q, T_k) causal-style mask as a (B, T_k) key mask -- wrong weights.
+    query, keys, values, module = make(B=3, T_q=3, T_k=3)
+    causal = torch.tril(torch.ones(3, 3, dtype=torch.bool))  # (T_q, T_k): query i sees keys 0..i
     W_q, W_k, v, bias = weights_of(module)
-    explicit = causal[None].expand(3, 3, 3)  # (B, L_q, L_k), unambiguous
+    explicit = causal[None].expand(3, 3, 3)  # (B, T_q, T_k), unambiguous
     with torch.no_grad():
         ref_ctx, ref_w = brute_force(query, keys, values, W_q, W_k, v, explicit, bias)
         ctx, w = module(query, keys, values, causal)
@@ -133,11 +133,11 @@ def test_a_two_dimensional_mask_is_per_query_even_when_the_batch_size_equals_L_q
 
 
 def test_key_mask_is_a_separate_argument_and_combines_with_mask():
-    query, keys, values, module = make(B=3, L_q=3, L_k=5)
-    key_mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 1, 0, 1]], dtype=torch.bool)  # (B, L_k)
-    per_query = torch.rand(3, 5, generator=torch.Generator().manual_seed(3)) > 0.3  # (L_q, L_k)
+    query, keys, values, module = make(B=3, T_q=3, T_k=5)
+    key_mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 1, 0, 1]], dtype=torch.bool)  # (B, T_k)
+    per_query = torch.rand(3, 5, generator=torch.Generator().manual_seed(3)) > 0.3  # (T_q, T_k)
     W_q, W_k, v, bias = weights_of(module)
-    combined = key_mask[:, None, :] & per_query[None]  # (B, L_q, L_k)
+    combined = key_mask[:, None, :] & per_query[None]  # (B, T_q, T_k)
     with torch.no_grad():
         ref_ctx, ref_w = brute_force(query, keys, values, W_q, W_k, v, combined, bias)
         ctx, w = module(query, keys, values, per_query, key_mask=key_mask)
@@ -152,13 +152,13 @@ def test_key_mask_is_a_separate_argument_and_combines_with_mask():
 
 
 def test_a_key_mask_passed_as_mask_raises_a_clear_error():
-    query, keys, values, module = make(B=2, L_q=3, L_k=5)
-    key_mask = torch.ones(2, 5, dtype=torch.bool)  # (B, L_k) with B != L_q: not an (L_q, L_k) mask
-    with pytest.raises(ValueError, match=r"mask of shape \(2, 5\).*\(L_q, L_k\).*key_mask="):
+    query, keys, values, module = make(B=2, T_q=3, T_k=5)
+    key_mask = torch.ones(2, 5, dtype=torch.bool)  # (B, T_k) with B != T_q: not an (T_q, T_k) mask
+    with pytest.raises(ValueError, match=r"mask of shape \(2, 5\).*\(T_q, T_k\).*key_mask="):
         module(query, keys, values, key_mask)
     with pytest.raises(ValueError, match=r"key_mask= .*"):
         additive_attention(query, keys, values, *weights_of(module)[:3], key_mask)
-    with pytest.raises(ValueError, match=r"key_mask of shape \(3, 5\) must be \(B, L_k\) = \(2, 5\)"):
+    with pytest.raises(ValueError, match=r"key_mask of shape \(3, 5\) must be \(B, T_k\) = \(2, 5\)"):
         module(query, keys, values, key_mask=torch.ones(3, 5, dtype=torch.bool))
     with pytest.raises(TypeError, match="key_mask must be a bool tensor"):
         module(query, keys, values, key_mask=torch.ones(2, 5))
@@ -167,24 +167,24 @@ def test_a_key_mask_passed_as_mask_raises_a_clear_error():
 @settings(max_examples=40, deadline=None)
 @given(
     B=st.integers(1, 3),
-    L_q=st.integers(1, 4),
-    L_k=st.integers(1, 6),
+    T_q=st.integers(1, 4),
+    T_k=st.integers(1, 6),
     seed=st.integers(0, 10_000),
     p_keep=st.floats(0.0, 1.0),
 )
-def test_mask_properties(B, L_q, L_k, seed, p_keep):
-    query, keys, values, module = make(B=B, L_q=L_q, L_k=L_k, seed=seed)
+def test_mask_properties(B, T_q, T_k, seed, p_keep):
+    query, keys, values, module = make(B=B, T_q=T_q, T_k=T_k, seed=seed)
     g = torch.Generator().manual_seed(seed)
-    mask = torch.rand(B, L_q, L_k, generator=g) < p_keep
+    mask = torch.rand(B, T_q, T_k, generator=g) < p_keep
     with torch.no_grad():
         ctx, w = module(query, keys, values, mask)
     assert not ctx.isnan().any() and not w.isnan().any()
     assert (w[~mask] == 0).all(), "a masked key gets weight exactly 0"
-    seen = mask.any(-1)  # (B, L_q)
+    seen = mask.any(-1)  # (B, T_q)
     torch.testing.assert_close(w.sum(-1)[seen], torch.ones(int(seen.sum()), dtype=w.dtype), rtol=0, atol=TOL)
     assert (w[~seen] == 0).all() and (ctx[~seen] == 0).all(), "a fully masked row gives zeros"
     # Permutation equivariance over keys: permuting keys and values permutes the weights, keeps the context.
-    perm = torch.randperm(L_k, generator=g)
+    perm = torch.randperm(T_k, generator=g)
     with torch.no_grad():
         ctx_p, w_p = module(query, keys[:, perm], values[:, perm], mask[:, :, perm])
     torch.testing.assert_close(w_p, w[:, :, perm], rtol=0, atol=TOL)
@@ -225,7 +225,7 @@ def test_bad_inputs_module():
         module(query.float(), keys, values)
     with pytest.raises(ValueError, match="batch sizes"):
         module(query[:1], keys, values)
-    with pytest.raises(ValueError, match="L_k"):
+    with pytest.raises(ValueError, match="T_k"):
         module(query, keys, values[:, :4])
     with pytest.raises(ValueError, match="query_dim=4"):
         module(query[..., :3], keys, values)

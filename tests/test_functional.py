@@ -47,7 +47,7 @@ def make_mask(kind: str, dtype: torch.dtype, seed: int = 1) -> torch.Tensor | No
         m[:, 0] = True  # every row sees a key (rows without one are tested by "bool-empty-rows")
         return m
     if kind == "bool-key-padding":  # left padding: under the causal flag the first queries see nothing
-        return key_mask_to_attn_mask(padding_mask(torch.tensor([4, LK])).flip(-1))  # (B, 1, 1, L_k)
+        return key_mask_to_attn_mask(padding_mask(torch.tensor([4, LK])).flip(-1))  # (B, 1, 1, T_k)
     if kind == "bool-4d":
         m = torch.rand(B, H, LQ, LK, generator=g) > 0.4
         m[..., 0] = True
@@ -92,7 +92,7 @@ def test_parity_with_pytorch_sdpa(kind, is_causal, dtype, backend):
     out = scaled_dot_product_attention(q, k, v, mask, is_causal=is_causal, backend=backend)
     ref, empty = reference(q, k, v, mask, is_causal)
     assert out.shape == (B, H, LQ, DV) and out.dtype == dtype
-    seen = ~empty[..., 0]  # (B, H, L_q): PyTorch may give NaN on the other rows; attnbook must give zeros
+    seen = ~empty[..., 0]  # (B, H, T_q): PyTorch may give NaN on the other rows; attnbook must give zeros
     torch.testing.assert_close(out[seen], ref[seen], atol=TOL[dtype], rtol=TOL[dtype])
     assert torch.equal(out[~seen], torch.zeros_like(out[~seen]))
     assert torch.isfinite(out).all()
@@ -170,7 +170,7 @@ def test_weight_rows_sum_to_one_or_zero(sizes, density, causal):
     mask = torch.rand(b, 1, lq, lk, generator=torch.Generator().manual_seed(seed)) < density
     out, weights = scaled_dot_product_attention(q, k, v, mask, is_causal=causal, need_weights=True)
     visible = mask & causal_mask(lq, lk) if causal else mask
-    sees = visible.expand(b, h, lq, lk).any(-1)  # (B, H, L_q)
+    sees = visible.expand(b, h, lq, lk).any(-1)  # (B, H, T_q)
     sums = weights.sum(-1)
     torch.testing.assert_close(sums[sees], torch.ones_like(sums[sees]), atol=1e-12, rtol=0)
     assert torch.equal(sums[~sees], torch.zeros_like(sums[~sees]))
@@ -373,7 +373,7 @@ def _qkv32():
         (lambda q, k, v: (q, k[0], v), ValueError, r"same rank.*k\(3, 6, 8\)"),
         (lambda q, k, v: (q, k[:, :2], v[:, :2]), ValueError, r"batch/head dims.*q\(2, 3, 5, 8\), k\(2, 2, 6, 8\)"),
         (lambda q, k, v: (q, k[..., :4], v), ValueError, r"same feature dim D.*q\(2, 3, 5, 8\) and k\(2, 3, 6, 4\)"),
-        (lambda q, k, v: (q, k, v[..., :5, :]), ValueError, r"same length L_k.*k\(2, 3, 6, 8\) and v\(2, 3, 5, 7\)"),
+        (lambda q, k, v: (q, k, v[..., :5, :]), ValueError, r"same length T_k.*k\(2, 3, 6, 8\) and v\(2, 3, 5, 7\)"),
         (lambda q, k, v: (q[..., :0, :], k, v), ValueError, r"empty sequence.*q\(2, 3, 0, 8\)"),
         (lambda q, k, v: (q, k[..., :0, :], v[..., :0, :]), ValueError, r"empty sequence.*k\(2, 3, 0, 8\)"),
         (lambda q, k, v: (q.int(), k, v), TypeError, r"q must be a floating tensor.*torch.int32"),

@@ -59,14 +59,14 @@ def test_padding_mask_marks_real_positions():
 
 
 def test_key_mask_broadcasts_over_heads_and_queries():
-    key_mask = padding_mask([2, 3])  # (B, L_k)
+    key_mask = padding_mask([2, 3])  # (B, T_k)
     m = key_mask_to_attn_mask(key_mask)
     assert m.shape == (2, 1, 1, 3)
     q = torch.randn(2, 4, 5, 8, dtype=torch.float64)
     kv = torch.randn(2, 4, 3, 8, dtype=torch.float64)
     out = scaled_dot_product_attention(q, kv, kv, m)
     torch.testing.assert_close(out[0], scaled_dot_product_attention(q[:1], kv[:1, :, :2], kv[:1, :, :2])[0])
-    with pytest.raises(ValueError, match=r"key_mask must have shape \(B, L_k\), got \(3,\)"):
+    with pytest.raises(ValueError, match=r"key_mask must have shape \(B, T_k\), got \(3,\)"):
         key_mask_to_attn_mask(torch.ones(3, dtype=torch.bool))
     with pytest.raises(TypeError, match=r"key_mask must be a bool tensor.*torch.int64"):
         key_mask_to_attn_mask(torch.ones(2, 3, dtype=torch.long))

@@ -36,11 +36,11 @@ def pair(kdim: int | None = None, vdim: int | None = None, batch_first: bool = T
     return ref, ours.load_torch(ref)
 
 
-def inputs(B: int, L_q: int, L_k: int, kdim: int, vdim: int, batch_first: bool, seed: int = 1):
+def inputs(B: int, T_q: int, T_k: int, kdim: int, vdim: int, batch_first: bool, seed: int = 1):
     g = torch.Generator().manual_seed(seed)
-    q = torch.randn(B, L_q, E, generator=g, dtype=torch.float64)
-    k = torch.randn(B, L_k, kdim, generator=g, dtype=torch.float64)
-    v = torch.randn(B, L_k, vdim, generator=g, dtype=torch.float64)
+    q = torch.randn(B, T_q, E, generator=g, dtype=torch.float64)
+    k = torch.randn(B, T_k, kdim, generator=g, dtype=torch.float64)
+    v = torch.randn(B, T_k, vdim, generator=g, dtype=torch.float64)
     if not batch_first:
         q, k, v = (t.transpose(0, 1).contiguous() for t in (q, k, v))
     return q, k, v
@@ -57,22 +57,22 @@ def max_diff(a: Tensor, b: Tensor) -> float:
 def test_parity_with_torch(batch_first: bool, dims, mask_kind: str, average: bool):
     kdim, vdim = dims
     ref, ours = pair(kdim, vdim, batch_first)
-    B, L_q, L_k = 3, 5, 6 if kdim else 5
-    q, k, v = inputs(B, L_q, L_k, kdim or E, vdim or E, batch_first)
+    B, T_q, T_k = 3, 5, 6 if kdim else 5
+    q, k, v = inputs(B, T_q, T_k, kdim or E, vdim or E, batch_first)
     g = torch.Generator().manual_seed(2)
-    blocked = torch.rand(L_q, L_k, generator=g) > 0.6
+    blocked = torch.rand(T_q, T_k, generator=g) > 0.6
     blocked[:, 0] = False  # every query sees key 0, so no row is fully masked (torch gives NaN there)
-    pad = torch.zeros(B, L_k, dtype=torch.bool)
+    pad = torch.zeros(B, T_k, dtype=torch.bool)
     pad[1, -2:] = True  # torch: True = padding
     t_kw: dict = {}
     o_kw: dict = {}
     if mask_kind in ("bool", "bool+padding"):
         t_kw["attn_mask"], o_kw["attn_mask"] = blocked, ~blocked
     if mask_kind == "float":
-        fm = torch.randn(L_q, L_k, generator=g, dtype=torch.float64)
+        fm = torch.randn(T_q, T_k, generator=g, dtype=torch.float64)
         t_kw["attn_mask"] = o_kw["attn_mask"] = fm
-    if mask_kind == "bool3d":  # torch wants (B * H, L_q, L_k); ours takes (B, L_q, L_k)
-        per_batch = torch.rand(B, L_q, L_k, generator=g) > 0.6
+    if mask_kind == "bool3d":  # torch wants (B * H, T_q, T_k); ours takes (B, T_q, T_k)
+        per_batch = torch.rand(B, T_q, T_k, generator=g) > 0.6
         per_batch[..., 0] = False
         t_kw["attn_mask"] = per_batch.repeat_interleave(H, dim=0)
         o_kw["attn_mask"] = ~per_batch
@@ -107,9 +107,9 @@ def test_loop_over_heads_equals_vectorised():
     heads = []
     for h in range(H):
         rows = slice(h * D, (h + 1) * D)
-        qh = q @ mha.q_proj.weight[rows].T + mha.q_proj.bias[rows]  # (B, L_q, D)
-        kh = k @ mha.k_proj.weight[rows].T + mha.k_proj.bias[rows]  # (B, L_k, D)
-        vh = v @ mha.v_proj.weight[rows].T + mha.v_proj.bias[rows]  # (B, L_k, D)
+        qh = q @ mha.q_proj.weight[rows].T + mha.q_proj.bias[rows]  # (B, T_q, D)
+        kh = k @ mha.k_proj.weight[rows].T + mha.k_proj.bias[rows]  # (B, T_k, D)
+        vh = v @ mha.v_proj.weight[rows].T + mha.v_proj.bias[rows]  # (B, T_k, D)
         weights = torch.softmax(qh @ kh.transpose(1, 2) / D**0.5, dim=-1)
         heads.append(weights @ vh)
     expect = mha.out_proj(torch.cat(heads, dim=-1))
@@ -120,25 +120,25 @@ def test_loop_over_heads_equals_vectorised():
 @settings(max_examples=15, deadline=None)
 @given(
     B=st.integers(1, 3),
-    L_q=st.integers(1, 6),
-    L_k=st.integers(1, 6),
+    T_q=st.integers(1, 6),
+    T_k=st.integers(1, 6),
     heads=st.sampled_from([1, 2, 4]),
     seed=st.integers(0, 10_000),
 )
-def test_fused_and_manual_agree(B: int, L_q: int, L_k: int, heads: int, seed: int):
+def test_fused_and_manual_agree(B: int, T_q: int, T_k: int, heads: int, seed: int):
     torch.manual_seed(seed)
     mha = MultiHeadAttention(8, heads).double()
-    x = torch.randn(B, L_q, 8, dtype=torch.float64)
-    m = torch.randn(B, L_k, 8, dtype=torch.float64)
-    key_mask = torch.rand(B, L_k) > 0.3  # may leave a row with no key: both paths must give zeros there
-    attn_mask = torch.rand(L_q, L_k) > 0.3
+    x = torch.randn(B, T_q, 8, dtype=torch.float64)
+    m = torch.randn(B, T_k, 8, dtype=torch.float64)
+    key_mask = torch.rand(B, T_k) > 0.3  # may leave a row with no key: both paths must give zeros there
+    attn_mask = torch.rand(T_q, T_k) > 0.3
     mha.core.backend = "fused"
     fused, _ = mha(x, m, key_mask=key_mask, attn_mask=attn_mask)
     mha.core.backend = "manual"
     manual, w = mha(x, m, key_mask=key_mask, attn_mask=attn_mask, need_weights=True, average_attn_weights=False)
     assert torch.isfinite(fused).all() and torch.isfinite(manual).all()
     assert max_diff(fused, manual) < TOL
-    visible = attn_mask[None, None] & key_mask[:, None, None, :]  # (B, 1, L_q, L_k)
+    visible = attn_mask[None, None] & key_mask[:, None, None, :]  # (B, 1, T_q, T_k)
     assert (w[~visible.expand_as(w)] == 0).all()
 
 
@@ -189,7 +189,7 @@ class Slopes(PositionPart):
     """ALiBi-like bias: -|i - j| per head."""
 
     def bias(self, q: Tensor, k: Tensor, q_pos: Tensor, k_pos: Tensor) -> Tensor:
-        return -(q_pos[:, None] - k_pos[None, :]).abs().to(q.dtype)  # (L_q, L_k)
+        return -(q_pos[:, None] - k_pos[None, :]).abs().to(q.dtype)  # (T_q, T_k)
 
 
 def qkv(seed: int = 0, L: int = 6):
@@ -285,7 +285,7 @@ def test_bad_inputs_name_the_argument():
         mha(torch.randn(2, 3, 5), m)
     with pytest.raises(ValueError, match=r"batch sizes .* query\(2, 3, 8\), key\(1, 4, 6\)"):
         mha(x, torch.randn(1, 4, 6))
-    with pytest.raises(ValueError, match=r"attn_mask must have shape \(L_q, L_k\)=\(3, 4\).*got \(3, 3\)"):
+    with pytest.raises(ValueError, match=r"attn_mask must have shape \(T_q, T_k\)=\(3, 4\).*got \(3, 3\)"):
         mha(x, m, attn_mask=torch.ones(3, 3, dtype=torch.bool))
     with pytest.raises(ValueError, match=r"attn_mask .* got \(5, 3, 4\)"):
         mha(x, m, attn_mask=torch.ones(5, 3, 4, dtype=torch.bool))
@@ -293,7 +293,7 @@ def test_bad_inputs_name_the_argument():
         mha(x, m, attn_mask=torch.zeros(3, 4, dtype=torch.float64))
     with pytest.raises(TypeError, match="attn_mask must be a torch.Tensor"):
         mha(x, m, attn_mask=[[True]])
-    with pytest.raises(ValueError, match=r"key_mask must have shape \(B, L_k\)=\(2, 4\), got \(2, 3\)"):
+    with pytest.raises(ValueError, match=r"key_mask must have shape \(B, T_k\)=\(2, 4\), got \(2, 3\)"):
         mha(x, m, key_mask=torch.ones(2, 3, dtype=torch.bool))
     with pytest.raises(TypeError, match="key_mask must be a bool tensor"):
         mha(x, m, key_mask=torch.ones(2, 4))

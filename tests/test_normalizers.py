@@ -155,7 +155,7 @@ def test_normalizer_in_attention_core():
     mask[0, 0, 0] = False  # one query with nothing to see
     core = AttentionCore(normalizer=SparsemaxNormalizer())
     out, w = core(q, k, v, mask, need_weights=True)
-    logits = (q @ k.transpose(-2, -1)) / 2.0  # (B, H, L_q, L_k); scale 1/sqrt(4)
+    logits = (q @ k.transpose(-2, -1)) / 2.0  # (B, H, T_q, T_k); scale 1/sqrt(4)
     expect = sparsemax(logits.masked_fill(~mask, float("-inf")))
     torch.testing.assert_close(w, expect)
     torch.testing.assert_close(out, expect @ v)

@@ -182,22 +182,22 @@ def test_sinusoidal_matches_speecht5():
 
 @settings(max_examples=25, deadline=None)
 @given(
-    L_q=st.integers(1, 9),
-    L_k=st.integers(1, 9),
+    T_q=st.integers(1, 9),
+    T_k=st.integers(1, 9),
     q_start=st.integers(0, 20),
     k_start=st.integers(0, 20),
     max_distance=st.integers(1, 12),
     per_head=st.booleans(),
 )
-def test_skew_equals_naive_exactly(L_q, L_k, q_start, k_start, max_distance, per_head):
+def test_skew_equals_naive_exactly(T_q, T_k, q_start, k_start, max_distance, per_head):
     """Integer-valued float64 inputs make every product and sum exact, so any difference is an indexing bug."""
-    g = torch.Generator().manual_seed(L_q * 1000 + L_k * 100 + max_distance)
-    q = torch.randint(-8, 9, (2, 3, L_q, 4), generator=g).double()
-    k = torch.zeros(2, 3, L_k, 4, dtype=torch.float64)
+    g = torch.Generator().manual_seed(T_q * 1000 + T_k * 100 + max_distance)
+    q = torch.randint(-8, 9, (2, 3, T_q, 4), generator=g).double()
+    k = torch.zeros(2, 3, T_k, 4, dtype=torch.float64)
     part = ShawRelativePosition(4, max_distance, num_heads=3 if per_head else None, scale=1.0).double()
     with torch.no_grad():
         part.table.copy_(torch.randint(-8, 9, part.table.shape, generator=g).double())
-    q_pos, k_pos = torch.arange(q_start, q_start + L_q), torch.arange(k_start, k_start + L_k)
+    q_pos, k_pos = torch.arange(q_start, q_start + T_q), torch.arange(k_start, k_start + T_k)
     skew = part.bias(q, k, q_pos, k_pos)
     naive = relative_logits_naive(q, part.table, q_pos, k_pos, max_distance)
     assert torch.equal(skew, naive)
@@ -274,22 +274,22 @@ def test_tener_sinusoid_entries_and_direction():
 
 
 @pytest.mark.parametrize("key_term", [True, False])
-@pytest.mark.parametrize(("q_start", "k_start", "L_q", "L_k"), [(0, 0, 6, 6), (5, 0, 3, 8), (0, 4, 7, 2)])
-def test_tener_bias_equals_brute_force_unscaled(key_term, q_start, k_start, L_q, L_k):
+@pytest.mark.parametrize(("q_start", "k_start", "T_q", "T_k"), [(0, 0, 6, 6), (5, 0, 3, 8), (0, 4, 7, 2)])
+def test_tener_bias_equals_brute_force_unscaled(key_term, q_start, k_start, T_q, T_k):
     torch.manual_seed(8)
     H, D = 2, 8
     part = TENERRelativePosition(H, D, key_term=key_term).double()
     with torch.no_grad():
         part.u.normal_()
         part.v.normal_()
-    q = torch.randn(1, H, L_q, D, dtype=torch.float64)
-    k = torch.randn(1, H, L_k, D, dtype=torch.float64)
-    q_pos, k_pos = torch.arange(q_start, q_start + L_q), torch.arange(k_start, k_start + L_k)
+    q = torch.randn(1, H, T_q, D, dtype=torch.float64)
+    k = torch.randn(1, H, T_k, D, dtype=torch.float64)
+    q_pos, k_pos = torch.arange(q_start, q_start + T_q), torch.arange(k_start, k_start + T_k)
     bias = part.bias(q, k, q_pos, k_pos)
-    brute = torch.empty(1, H, L_q, L_k, dtype=torch.float64)
+    brute = torch.empty(1, H, T_q, T_k, dtype=torch.float64)
     for h in range(H):
-        for i in range(L_q):
-            for j in range(L_k):
+        for i in range(T_q):
+            for j in range(T_k):
                 pi, pj = int(q_pos[i]), int(k_pos[j])
                 value = part.u[h] @ k[0, h, j] + (q[0, h, i] + part.v[h]) @ _tener_R(pj - pi, D)
                 if key_term:
@@ -300,7 +300,7 @@ def test_tener_bias_equals_brute_force_unscaled(key_term, q_start, k_start, L_q,
     _, w = core(q, k, k, q_pos=q_pos, k_pos=k_pos, need_weights=True)
     expected = (q @ k.transpose(-2, -1) + brute).softmax(-1)  # no 1/sqrt(D)
     assert (w - expected).abs().max().item() < 1e-12
-    if L_q == L_k and q_start == k_start:  # direction-aware: the same distance either way gives different logits
+    if T_q == T_k and q_start == k_start:  # direction-aware: the same distance either way gives different logits
         assert not torch.allclose(bias[0, 0, 2, 0], bias[0, 0, 0, 2])
 
 

@@ -96,9 +96,9 @@ def test_grid_from_a_list_of_layers_with_different_head_counts_and_own_scales():
 @pytest.mark.parametrize(
     ("weights", "match"),
     [
-        (torch.zeros(3, 4, 4), r"must have shape \(layers, heads, L_q, L_k\), got \(3, 4, 4\).*weights\[None\]"),
-        (np.zeros((1, 1, 1, 1, 1)), r"weights must have shape \(layers, heads, L_q, L_k\), got \(1, 1, 1, 1, 1\)"),
-        ([torch.zeros(2, 3, 3), torch.zeros(3, 3)], r"weights\[1\] must have shape \(heads, L_q, L_k\), got \(3, 3\)"),
+        (torch.zeros(3, 4, 4), r"must have shape \(layers, heads, T_q, T_k\), got \(3, 4, 4\).*weights\[None\]"),
+        (np.zeros((1, 1, 1, 1, 1)), r"weights must have shape \(layers, heads, T_q, T_k\), got \(1, 1, 1, 1, 1\)"),
+        ([torch.zeros(2, 3, 3), torch.zeros(3, 3)], r"weights\[1\] must have shape \(heads, T_q, T_k\), got \(3, 3\)"),
         ([], "at least one layer"),
         (torch.zeros(1, 0, 2, 2), r"weights\[0\] must not be empty"),
     ],

@@ -6,9 +6,9 @@ Mechanism (*Neural Machine Translation by Jointly Learning to Align and Translat
 .. math::  e_{ij} = v^\\top \\tanh(W_1 k_j + W_2 q_i), \\qquad
            \\alpha_{ij} = \\operatorname{softmax}_j(e_{ij}), \\qquad c_i = \\sum_j \\alpha_{ij} v_j .
 
-Shapes: ``query (B, L_q, D_q)`` (or ``(B, D_q)`` for one decoder step), ``keys (B, L_k, D_k)``,
-``values (B, L_k, D_v)``, ``W_2: D_q -> A``, ``W_1: D_k -> A``, ``v: (A,)`` with ``A`` the attention
-width; ``weights (B, L_q, L_k)``, ``context (B, L_q, D_v)``. Pointer Networks
+Shapes: ``query (B, T_q, D_q)`` (or ``(B, D_q)`` for one decoder step), ``keys (B, T_k, D_k)``,
+``values (B, T_k, D_v)``, ``W_2: D_q -> A``, ``W_1: D_k -> A``, ``v: (A,)`` with ``A`` the attention
+width; ``weights (B, T_q, T_k)``, ``context (B, T_q, D_v)``. Pointer Networks
 (:cite:`vinyals2015pointer`, 2015) use ``alpha_i`` itself as the output distribution over inputs.
 
 The book's design: the score is a :class:`~attnbook.attention.core.Scores` part, :class:`AdditiveScores`,
@@ -21,18 +21,18 @@ is the same computation with explicit weight tensors.
 Masks: boolean, ``True`` = may attend, in two arguments whose shapes cannot be confused:
 
 * ``mask`` broadcasts (aligned from the right, as every mask in the book) to the weights' shape:
-  ``(B, L_q, L_k)`` for a query ``(B, L_q, D_q)``, so a 2-D mask is always ``(L_q, L_k)`` (e.g. causal),
-  whatever the batch size; for a single-step query ``(B, D_q)`` the weights are ``(B, L_k)`` and so is the mask.
-* ``key_mask (B, L_k)``: which keys of each batch element are real (``False`` = padding), shared by all
+  ``(B, T_q, T_k)`` for a query ``(B, T_q, D_q)``, so a 2-D mask is always ``(T_q, T_k)`` (e.g. causal),
+  whatever the batch size; for a single-step query ``(B, D_q)`` the weights are ``(B, T_k)`` and so is the mask.
+* ``key_mask (B, T_k)``: which keys of each batch element are real (``False`` = padding), shared by all
   queries. Note the polarity: PyTorch's ``key_padding_mask`` is ``True`` at padding; this is ``True`` at keys.
 
-Both may be given; a key is attended where both are ``True``. A 2-D ``mask`` of shape ``(B, L_k)`` that is
-not an ``(L_q, L_k)`` mask raises a ``ValueError`` pointing to ``key_mask=`` (earlier versions read it as a
-key mask, silently and wrongly so whenever ``B == L_q``).
+Both may be given; a key is attended where both are ``True``. A 2-D ``mask`` of shape ``(B, T_k)`` that is
+not an ``(T_q, T_k)`` mask raises a ``ValueError`` pointing to ``key_mask=`` (earlier versions read it as a
+key mask, silently and wrongly so whenever ``B == T_q``).
 A query that sees no key gets all-zero weights and a zero context, never NaN.
 
-Cost: the ``tanh`` is taken on a ``(B, L_q, L_k, A)`` tensor, ``A`` times the memory of the
-``(B, L_q, L_k)`` logits that dot-product attention needs -- the price of the extra hidden layer.
+Cost: the ``tanh`` is taken on a ``(B, T_q, T_k, A)`` tensor, ``A`` times the memory of the
+``(B, T_q, T_k)`` logits that dot-product attention needs -- the price of the extra hidden layer.
 """
 
 from __future__ import annotations
@@ -60,22 +60,22 @@ def additive_logits(query: Tensor, keys: Tensor, v: Tensor) -> Tensor:
     """``e_ij = v^T tanh(query_i + keys_j)`` for queries and keys already projected to the attention width ``A``.
 
     Args:
-        query: ``(..., L_q, A)``.
-        keys: ``(..., L_k, A)``.
+        query: ``(..., T_q, A)``.
+        keys: ``(..., T_k, A)``.
         v: ``(A,)``.
 
     Returns:
-        logits ``(..., L_q, L_k)``.
+        logits ``(..., T_q, T_k)``.
     """
-    hidden = torch.tanh(query.unsqueeze(-2) + keys.unsqueeze(-3))  # (..., L_q, L_k, A)
-    return hidden @ v  # (..., L_q, L_k)
+    hidden = torch.tanh(query.unsqueeze(-2) + keys.unsqueeze(-3))  # (..., T_q, T_k, A)
+    return hidden @ v  # (..., T_q, T_k)
 
 
 class AdditiveScores(Scores):
     """The additive score as a pluggable part of :class:`~attnbook.attention.core.AttentionCore`.
 
-    ``scores(q, k) = v^T tanh(q_i + k_j)`` on projected heads ``q (B, H, L_q, A)``, ``k (B, H, L_k, A)``,
-    giving ``(B, H, L_q, L_k)``. Bahdanau et al., 2015 (:cite:`bahdanau2015neural`), eq. ``e = v^T tanh(W s + U h)``
+    ``scores(q, k) = v^T tanh(q_i + k_j)`` on projected heads ``q (B, H, T_q, A)``, ``k (B, H, T_k, A)``,
+    giving ``(B, H, T_q, T_k)``. Bahdanau et al., 2015 (:cite:`bahdanau2015neural`), eq. ``e = v^T tanh(W s + U h)``
     with the projections ``W, U`` done before the core (as multi-head attention projects before the core).
 
     Args:
@@ -96,7 +96,7 @@ class AdditiveScores(Scores):
                 f"AdditiveScores: q and k must have last dim hidden_dim={self.hidden_dim}, "
                 f"got q{tuple(q.shape)} and k{tuple(k.shape)}"
             )
-        return additive_logits(q, k, self.v)  # (B, H, L_q, L_k)
+        return additive_logits(q, k, self.v)  # (B, H, T_q, T_k)
 
 
 def _check_bool(name: str, mask: object, where: str) -> Tensor:
@@ -108,49 +108,49 @@ def _check_bool(name: str, mask: object, where: str) -> Tensor:
 
 
 def _normalise_mask(
-    mask: Tensor | None, key_mask: Tensor | None, B: int, L_q: int, L_k: int, single: bool, where: str
+    mask: Tensor | None, key_mask: Tensor | None, B: int, T_q: int, T_k: int, single: bool, where: str
 ) -> Tensor | None:
-    """``mask`` and ``key_mask`` combined into one boolean mask that broadcasts to ``(B, L_q, L_k)``.
+    """``mask`` and ``key_mask`` combined into one boolean mask that broadcasts to ``(B, T_q, T_k)``.
 
-    ``mask`` broadcasts to the weights' shape: ``(B, L_q, L_k)``, or ``(B, L_k)`` for a single-step query
-    (``single``, where ``L_q == 1``); ``key_mask`` is ``(B, L_k)``.
+    ``mask`` broadcasts to the weights' shape: ``(B, T_q, T_k)``, or ``(B, T_k)`` for a single-step query
+    (``single``, where ``T_q == 1``); ``key_mask`` is ``(B, T_k)``.
     """
     combined = None
     if mask is not None:
         mask = _check_bool("mask", mask, where)
-        target = (B, L_k) if single else (B, L_q, L_k)
+        target = (B, T_k) if single else (B, T_q, T_k)
         try:
             ok = mask.ndim <= len(target) and torch.broadcast_shapes(mask.shape, target) == target
         except RuntimeError:
             ok = False
         if not ok:
             hint = ""
-            if not single and tuple(mask.shape) == (B, L_k):
+            if not single and tuple(mask.shape) == (B, T_k):
                 hint = (
-                    f"; a 2-D mask is (L_q, L_k) = ({L_q}, {L_k}): for a mask of the keys of each batch element, "
-                    "(B, L_k), pass key_mask= instead"
+                    f"; a 2-D mask is (T_q, T_k) = ({T_q}, {T_k}): for a mask of the keys of each batch element, "
+                    "(B, T_k), pass key_mask= instead"
                 )
             raise ValueError(
                 f"{where}: mask of shape {tuple(mask.shape)} must broadcast to the weights' shape "
-                f"{'(B, L_k)' if single else '(B, L_q, L_k)'} = {target}{hint}"
+                f"{'(B, T_k)' if single else '(B, T_q, T_k)'} = {target}{hint}"
             )
-        combined = mask[..., None, :] if single and mask.ndim == 2 else mask  # (B, 1, L_k) for one step
+        combined = mask[..., None, :] if single and mask.ndim == 2 else mask  # (B, 1, T_k) for one step
     if key_mask is not None:
         key_mask = _check_bool("key_mask", key_mask, where)
-        if tuple(key_mask.shape) != (B, L_k):
-            raise ValueError(f"{where}: key_mask of shape {tuple(key_mask.shape)} must be (B, L_k) = ({B}, {L_k})")
-        key_mask = key_mask[:, None, :]  # (B, 1, L_k)
+        if tuple(key_mask.shape) != (B, T_k):
+            raise ValueError(f"{where}: key_mask of shape {tuple(key_mask.shape)} must be (B, T_k) = ({B}, {T_k})")
+        key_mask = key_mask[:, None, :]  # (B, 1, T_k)
         combined = key_mask if combined is None else combined & key_mask
     return combined
 
 
 def _check_inputs(query: Tensor, keys: Tensor, values: Tensor, where: str) -> tuple[Tensor, bool]:
-    """Validate and return the query as ``(B, L_q, D_q)`` plus whether it was a single step ``(B, D_q)``."""
+    """Validate and return the query as ``(B, T_q, D_q)`` plus whether it was a single step ``(B, D_q)``."""
     _check_tensor("query", query, (2, 3), where)
     _check_tensor("keys", keys, (3,), where)
     _check_tensor("values", values, (3,), where)
     single = query.ndim == 2
-    query = query[:, None, :] if single else query  # (B, L_q, D_q)
+    query = query[:, None, :] if single else query  # (B, T_q, D_q)
     if not (query.dtype == keys.dtype == values.dtype):
         raise TypeError(
             f"{where}: query, keys, values must share a dtype, got {query.dtype}, {keys.dtype}, {values.dtype}"
@@ -162,7 +162,7 @@ def _check_inputs(query: Tensor, keys: Tensor, values: Tensor, where: str) -> tu
         )
     if keys.shape[1] != values.shape[1]:
         raise ValueError(
-            f"{where}: keys and values must have the same length L_k, got {tuple(keys.shape)} and {tuple(values.shape)}"
+            f"{where}: keys and values must have the same length T_k, got {tuple(keys.shape)} and {tuple(values.shape)}"
         )
     if keys.shape[1] == 0 or query.shape[1] == 0:
         raise ValueError(f"{where}: empty sequence: query{tuple(query.shape)}, keys{tuple(keys.shape)}")
@@ -184,24 +184,24 @@ def additive_attention(
     """Additive attention with explicit weights: ``softmax_j(v^T tanh(W_k k_j + W_q q_i + b)) @ values``.
 
     Args:
-        query: ``(B, L_q, D_q)`` or ``(B, D_q)``.
-        keys: ``(B, L_k, D_k)``.
-        values: ``(B, L_k, D_v)``.
+        query: ``(B, T_q, D_q)`` or ``(B, D_q)``.
+        keys: ``(B, T_k, D_k)``.
+        values: ``(B, T_k, D_v)``.
         W_q: ``(A, D_q)`` (Bahdanau's ``W_a``, the paper's ``W_2`` in Pointer Networks).
         W_k: ``(A, D_k)`` (Bahdanau's ``U_a``, ``W_1`` in Pointer Networks).
         v: ``(A,)``.
-        mask: bool, ``True`` = attend; broadcastable to the weights, ``(B, L_q, L_k)`` (so a 2-D mask is
-            ``(L_q, L_k)``), or ``(B, L_k)`` for a 2-D query.
-        key_mask: bool ``(B, L_k)``, ``True`` = a real key (``False``: padding), for every query.
+        mask: bool, ``True`` = attend; broadcastable to the weights, ``(B, T_q, T_k)`` (so a 2-D mask is
+            ``(T_q, T_k)``), or ``(B, T_k)`` for a 2-D query.
+        key_mask: bool ``(B, T_k)``, ``True`` = a real key (``False``: padding), for every query.
         bias: optional ``(A,)`` added inside the ``tanh``.
 
     Returns:
-        ``(context (B, L_q, D_v), weights (B, L_q, L_k))``; without the ``L_q`` dim for a 2-D query.
+        ``(context (B, T_q, D_v), weights (B, T_q, T_k))``; without the ``T_q`` dim for a 2-D query.
     """
     where = "additive_attention"
     query, single = _check_inputs(query, keys, values, where)
-    B, L_q, D_q = query.shape
-    L_k, D_k = keys.shape[1], keys.shape[2]
+    B, T_q, D_q = query.shape
+    T_k, D_k = keys.shape[1], keys.shape[2]
     _check_tensor("v", v, (1,), where)
     A = v.shape[0]
     for name, w, shape in (("W_q", W_q, (A, D_q)), ("W_k", W_k, (A, D_k))):
@@ -213,14 +213,14 @@ def additive_attention(
             )
     if bias is not None and tuple(bias.shape) != (A,):
         raise ValueError(f"{where}: bias must have shape ({A},), got {tuple(bias.shape)}")
-    mask = _normalise_mask(mask, key_mask, B, L_q, L_k, single, where)
-    q_proj = query @ W_q.T  # (B, L_q, A)
-    k_proj = keys @ W_k.T  # (B, L_k, A)
+    mask = _normalise_mask(mask, key_mask, B, T_q, T_k, single, where)
+    q_proj = query @ W_q.T  # (B, T_q, A)
+    k_proj = keys @ W_k.T  # (B, T_k, A)
     if bias is not None:
         k_proj = k_proj + bias
-    logits = additive_logits(q_proj, k_proj, v)  # (B, L_q, L_k)
-    weights = masked_softmax(logits, mask)  # (B, L_q, L_k)
-    context = weights @ values  # (B, L_q, D_v)
+    logits = additive_logits(q_proj, k_proj, v)  # (B, T_q, T_k)
+    weights = masked_softmax(logits, mask)  # (B, T_q, T_k)
+    context = weights @ values  # (B, T_q, D_v)
     if single:
         return context[:, 0], weights[:, 0]
     return context, weights
@@ -238,9 +238,9 @@ class AdditiveAttention(nn.Module):
         hidden_dim: ``A``, the attention width.
         bias: a bias ``b`` inside the ``tanh`` (on the key projection).
 
-    ``forward(query (B, L_q, D_q) or (B, D_q), keys (B, L_k, D_k), values (B, L_k, D_v) = keys, mask=None,
-    key_mask=None)`` returns ``(context (B, L_q, D_v), weights (B, L_q, L_k))`` (no ``L_q`` dim for a 2-D
-    query). ``mask`` broadcasts to the weights (a 2-D mask is ``(L_q, L_k)``); ``key_mask (B, L_k)`` marks
+    ``forward(query (B, T_q, D_q) or (B, D_q), keys (B, T_k, D_k), values (B, T_k, D_v) = keys, mask=None,
+    key_mask=None)`` returns ``(context (B, T_q, D_v), weights (B, T_q, T_k))`` (no ``T_q`` dim for a 2-D
+    query). ``mask`` broadcasts to the weights (a 2-D mask is ``(T_q, T_k)``); ``key_mask (B, T_k)`` marks
     each batch element's real keys (see the module docstring).
     :meth:`logits` gives the raw scores, which a pointer head normalises itself.
     """
@@ -268,14 +268,14 @@ class AdditiveAttention(nn.Module):
             )
 
     def logits(self, query: Tensor, keys: Tensor) -> Tensor:
-        """Unnormalised scores ``e (B, L_q, L_k)`` (``(B, L_k)`` for a 2-D query): the pointer's logits."""
+        """Unnormalised scores ``e (B, T_q, T_k)`` (``(B, T_k)`` for a 2-D query): the pointer's logits."""
         where = "AdditiveAttention.logits"
         _check_tensor("query", query, (2, 3), where)
         _check_tensor("keys", keys, (3,), where)
         self._check_widths(query, keys)
         single = query.ndim == 2
-        q = self.W_q(query[:, None] if single else query)  # (B, L_q, A)
-        e = self.core.scores(q, self.W_k(keys))  # (B, L_q, L_k)
+        q = self.W_q(query[:, None] if single else query)  # (B, T_q, A)
+        e = self.core.scores(q, self.W_k(keys))  # (B, T_q, T_k)
         return e[:, 0] if single else e
 
     def forward(
@@ -291,13 +291,13 @@ class AdditiveAttention(nn.Module):
         where = "AdditiveAttention"
         query3, single = _check_inputs(query, keys, values, where)
         self._check_widths(query3, keys)
-        B, L_q, L_k = query3.shape[0], query3.shape[1], keys.shape[1]
-        mask = _normalise_mask(mask, key_mask, B, L_q, L_k, single, where)
-        q = self.W_q(query3)[:, None]  # (B, 1, L_q, A): one head
-        k = self.W_k(keys)[:, None]  # (B, 1, L_k, A)
-        core_mask = None if mask is None else mask.expand(B, L_q, L_k)[:, None]  # (B, 1, L_q, L_k)
+        B, T_q, T_k = query3.shape[0], query3.shape[1], keys.shape[1]
+        mask = _normalise_mask(mask, key_mask, B, T_q, T_k, single, where)
+        q = self.W_q(query3)[:, None]  # (B, 1, T_q, A): one head
+        k = self.W_k(keys)[:, None]  # (B, 1, T_k, A)
+        core_mask = None if mask is None else mask.expand(B, T_q, T_k)[:, None]  # (B, 1, T_q, T_k)
         context, weights = self.core(q, k, values[:, None], core_mask, need_weights=True)
-        context, weights = context[:, 0], weights[:, 0]  # (B, L_q, D_v), (B, L_q, L_k)
+        context, weights = context[:, 0], weights[:, 0]  # (B, T_q, D_v), (B, T_q, T_k)
         if single:
             return context[:, 0], weights[:, 0]
         return context, weights

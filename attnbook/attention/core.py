@@ -15,8 +15,8 @@ When the parts are the standard ones (dot-product scores, softmax) the core take
 :func:`torch.nn.functional.scaled_dot_product_attention` kernel, with biases and patterns folded into
 its mask; otherwise it runs the readable manual pipeline.
 
-Shapes: the core works on heads already split, ``q (B, H, L_q, D)``, ``k (B, H, L_k, D)``,
-``v (B, H, L_k, D_v)``. :class:`MultiHeadAttention` does the projections and the splitting.
+Shapes: the core works on heads already split, ``q (B, H, T_q, D)``, ``k (B, H, T_k, D)``,
+``v (B, H, T_k, D_v)``. :class:`MultiHeadAttention` does the projections and the splitting.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ __all__ = [
 
 
 class Scores(nn.Module):
-    """Part 1: the compatibility logits of queries and keys, ``(B, H, L_q, D), (B, H, L_k, D) -> (B, H, L_q, L_k)``."""
+    """Part 1: the compatibility logits of queries and keys, ``(B, H, T_q, D), (B, H, T_k, D) -> (B, H, T_q, T_k)``."""
 
     def forward(self, q: Tensor, k: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -67,13 +67,13 @@ class DotProductScores(Scores):
         scale = 1.0 / math.sqrt(q.shape[-1]) if self.scale is None else self.scale
         if q.dtype in (torch.float16, torch.bfloat16):  # accumulate half-precision logits in float32: no overflow
             q, k = q.float(), k.float()
-        return (q * scale) @ k.transpose(-2, -1)  # (B, H, L_q, L_k)
+        return (q * scale) @ k.transpose(-2, -1)  # (B, H, T_q, T_k)
 
 
 class PositionPart(nn.Module):
     """Part 2: position information. Override ``rotate`` (transform q and k) and/or ``bias`` (additive logits).
 
-    ``q_pos``/``k_pos`` are integer positions ``(L_q,)``/``(L_k,)``; by default ``0..L-1``, and the core passes
+    ``q_pos``/``k_pos`` are integer positions ``(T_q,)``/``(T_k,)``; by default ``0..L-1``, and the core passes
     offsets when decoding with a cache. The identity part adds nothing.
     """
 
@@ -81,12 +81,12 @@ class PositionPart(nn.Module):
         return q, k
 
     def bias(self, q: Tensor, k: Tensor, q_pos: Tensor, k_pos: Tensor) -> Tensor | None:
-        """Additive logits broadcastable to ``(B, H, L_q, L_k)``, or ``None``."""
+        """Additive logits broadcastable to ``(B, H, T_q, T_k)``, or ``None``."""
         return None
 
 
 class Pattern(nn.Module):
-    """Part 3: which keys each query may see, as a boolean ``(L_q, L_k)`` mask (``True`` = visible)."""
+    """Part 3: which keys each query may see, as a boolean ``(T_q, T_k)`` mask (``True`` = visible)."""
 
     def forward(self, q_pos: Tensor, k_pos: Tensor) -> Tensor | None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -100,7 +100,7 @@ class CausalPattern(Pattern):
 
 
 class Normalizer(nn.Module):
-    """Part 4: logits ``(B, H, L_q, L_k)`` and a boolean/additive mask to weights of the same shape."""
+    """Part 4: logits ``(B, H, T_q, T_k)`` and a boolean/additive mask to weights of the same shape."""
 
     def forward(self, logits: Tensor, mask: Tensor | None) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -169,17 +169,17 @@ class AttentionCore(nn.Module):
         q_pos: Tensor | None = None,
         k_pos: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
-        """Attend. Returns ``(output (B, H, L_q, D_v), weights (B, H, L_q, L_k) or None)``."""
+        """Attend. Returns ``(output (B, H, T_q, D_v), weights (B, H, T_q, T_k) or None)``."""
         check_qkv(q, k, v, name=type(self).__name__)
         logits_shape = (*q.shape[:-1], k.shape[-2])
         if mask is not None:
             check_mask(mask, logits_shape, q.dtype)
-        L_q, L_k = q.shape[-2], k.shape[-2]
-        q_pos = torch.arange(L_q, device=q.device) if q_pos is None else q_pos
-        k_pos = torch.arange(L_k, device=q.device) if k_pos is None else k_pos
-        if q_pos.shape != (L_q,) or k_pos.shape != (L_k,):
+        T_q, T_k = q.shape[-2], k.shape[-2]
+        q_pos = torch.arange(T_q, device=q.device) if q_pos is None else q_pos
+        k_pos = torch.arange(T_k, device=q.device) if k_pos is None else k_pos
+        if q_pos.shape != (T_q,) or k_pos.shape != (T_k,):
             raise ValueError(
-                f"q_pos/k_pos must have shapes ({L_q},)/({L_k},), got {tuple(q_pos.shape)}/{tuple(k_pos.shape)}"
+                f"q_pos/k_pos must have shapes ({T_q},)/({T_k},), got {tuple(q_pos.shape)}/{tuple(k_pos.shape)}"
             )
         bias = None
         if self.positions is not None:
@@ -193,7 +193,7 @@ class AttentionCore(nn.Module):
                 if not fits:
                     raise ValueError(
                         f"{type(self.positions).__name__}.bias returned shape {tuple(bias.shape)}, which does not "
-                        f"broadcast to the logits' shape {tuple(logits_shape)} = (B, H, L_q, L_k)"
+                        f"broadcast to the logits' shape {tuple(logits_shape)} = (B, H, T_q, T_k)"
                     )
         pattern = self.pattern(q_pos, k_pos) if self.pattern is not None else None
         dropout_p = self.dropout if self.training else 0.0
@@ -208,15 +208,15 @@ class AttentionCore(nn.Module):
             )
             return out, None
 
-        logits = self.scores(q, k)  # (B, H, L_q, L_k)
+        logits = self.scores(q, k)  # (B, H, T_q, T_k)
         if bias is not None:
             logits = logits + bias
         if is_causal:
-            pattern = combine_masks(pattern, causal_mask(L_q, L_k, device=q.device))
+            pattern = combine_masks(pattern, causal_mask(T_q, T_k, device=q.device))
         full = combine_masks(mask, pattern, dtype=logits.dtype)
-        weights = self.normalizer(logits, full).to(v.dtype)  # (B, H, L_q, L_k)
-        attn = attention_dropout(weights, dropout_p)  # (B, H, L_q, L_k)
-        return attn @ v, (weights if need_weights else None)  # (B, H, L_q, D_v)
+        weights = self.normalizer(logits, full).to(v.dtype)  # (B, H, T_q, T_k)
+        attn = attention_dropout(weights, dropout_p)  # (B, H, T_q, T_k)
+        return attn @ v, (weights if need_weights else None)  # (B, H, T_q, D_v)
 
 
 class MultiHeadAttention(nn.Module):
@@ -233,7 +233,7 @@ class MultiHeadAttention(nn.Module):
         core: the :class:`AttentionCore` (pluggable parts); standard softmax attention by default.
         batch_first: inputs are ``(B, L, E)`` if True, else ``(L, B, E)``.
 
-    Masks follow the book's convention: boolean ``True`` = may attend. ``key_mask (B, L_k)`` marks real keys.
+    Masks follow the book's convention: boolean ``True`` = may attend. ``key_mask (B, T_k)`` marks real keys.
     A query that sees no key gets a zero attention output, so its result is ``out_proj``'s bias (PyTorch's
     :class:`torch.nn.MultiheadAttention` gives NaN there). Parameters are ``q_proj``, ``k_proj``, ``v_proj``
     (``E -> E``, ``kdim -> E``, ``vdim -> E``) and ``out_proj``; :meth:`load_torch` copies them from a
@@ -334,7 +334,7 @@ class MultiHeadAttention(nn.Module):
         self.out_proj.weight.copy_(ref.out_proj.weight)
         return self
 
-    def _check_attn_mask(self, mask: Tensor, B: int, L_q: int, L_k: int, dtype: torch.dtype) -> None:
+    def _check_attn_mask(self, mask: Tensor, B: int, T_q: int, T_k: int, dtype: torch.dtype) -> None:
         if not isinstance(mask, Tensor):
             raise TypeError(f"MultiHeadAttention: attn_mask must be a torch.Tensor or None, got {type(mask).__name__}")
         if mask.dtype != torch.bool and mask.dtype != dtype:
@@ -342,13 +342,13 @@ class MultiHeadAttention(nn.Module):
                 f"MultiHeadAttention: attn_mask must be bool (True = may attend) or additive of the query dtype "
                 f"{dtype}, got {mask.dtype}"
             )
-        allowed = {2: (L_q, L_k), 3: (B, L_q, L_k), 4: (B, self.num_heads, L_q, L_k)}
+        allowed = {2: (T_q, T_k), 3: (B, T_q, T_k), 4: (B, self.num_heads, T_q, T_k)}
         want = allowed.get(mask.ndim)
         ok = want is not None and all(m in (1, w) for m, w in zip(mask.shape, want, strict=True))
         if not ok:
             raise ValueError(
-                f"MultiHeadAttention: attn_mask must have shape (L_q, L_k)=({L_q}, {L_k}), (B, L_q, L_k) or "
-                f"(B, H, L_q, L_k)=({B}, {self.num_heads}, {L_q}, {L_k}) (size-1 batch/head dims broadcast), "
+                f"MultiHeadAttention: attn_mask must have shape (T_q, T_k)=({T_q}, {T_k}), (B, T_q, T_k) or "
+                f"(B, H, T_q, T_k)=({B}, {self.num_heads}, {T_q}, {T_k}) (size-1 batch/head dims broadcast), "
                 f"got {tuple(mask.shape)}"
             )
 
@@ -369,15 +369,15 @@ class MultiHeadAttention(nn.Module):
         """Self-attention when ``key``/``value`` are omitted, cross-attention otherwise.
 
         Args:
-            query: ``(B, L_q, E)`` (or ``(L_q, B, E)`` if not ``batch_first``).
-            key, value: ``(B, L_k, kdim)`` and ``(B, L_k, vdim)``; default to ``query``.
-            attn_mask: ``(L_q, L_k)``, ``(B, L_q, L_k)`` or ``(B, H, L_q, L_k)``; bool (True = attend) or additive.
-            key_mask: ``(B, L_k)`` bool, ``True`` for real keys (padding is ``False``).
-            need_weights: return the weights, averaged over heads (``(B, L_q, L_k)``) unless
-                ``average_attn_weights=False`` (``(B, H, L_q, L_k)``).
+            query: ``(B, T_q, E)`` (or ``(T_q, B, E)`` if not ``batch_first``).
+            key, value: ``(B, T_k, kdim)`` and ``(B, T_k, vdim)``; default to ``query``.
+            attn_mask: ``(T_q, T_k)``, ``(B, T_q, T_k)`` or ``(B, H, T_q, T_k)``; bool (True = attend) or additive.
+            key_mask: ``(B, T_k)`` bool, ``True`` for real keys (padding is ``False``).
+            need_weights: return the weights, averaged over heads (``(B, T_q, T_k)``) unless
+                ``average_attn_weights=False`` (``(B, H, T_q, T_k)``).
 
         Returns:
-            ``(output (B, L_q, E), weights or None)``.
+            ``(output (B, T_q, E), weights or None)``.
         """
         key = query if key is None else key
         value = key if value is None else value
@@ -396,30 +396,30 @@ class MultiHeadAttention(nn.Module):
                 f"MultiHeadAttention: batch sizes and key/value lengths must agree, got query{tuple(query.shape)}, "
                 f"key{tuple(key.shape)}, value{tuple(value.shape)}"
             )
-        B, L_q, L_k = query.shape[0], query.shape[1], key.shape[1]
+        B, T_q, T_k = query.shape[0], query.shape[1], key.shape[1]
         mask = attn_mask
         if mask is not None:
-            self._check_attn_mask(mask, B, L_q, L_k, query.dtype)
+            self._check_attn_mask(mask, B, T_q, T_k, query.dtype)
             if mask.ndim == 3:
-                mask = mask[:, None]  # (B, 1, L_q, L_k)
+                mask = mask[:, None]  # (B, 1, T_q, T_k)
         if key_mask is not None:
             if not isinstance(key_mask, Tensor) or key_mask.dtype != torch.bool:
                 got = key_mask.dtype if isinstance(key_mask, Tensor) else type(key_mask).__name__
                 raise TypeError(f"MultiHeadAttention: key_mask must be a bool tensor (True = real key), got {got}")
-            if key_mask.shape != (B, L_k):
+            if key_mask.shape != (B, T_k):
                 raise ValueError(
-                    f"MultiHeadAttention: key_mask must have shape (B, L_k)=({B}, {L_k}), got {tuple(key_mask.shape)}"
+                    f"MultiHeadAttention: key_mask must have shape (B, T_k)=({B}, {T_k}), got {tuple(key_mask.shape)}"
                 )
             mask = combine_masks(mask, key_mask_to_attn_mask(key_mask), dtype=query.dtype)
-        q = self.split_heads(self.q_proj(query))  # (B, H, L_q, D)
-        k = self.split_heads(self.k_proj(key))  # (B, H, L_k, D)
-        v = self.split_heads(self.v_proj(value))  # (B, H, L_k, D)
+        q = self.split_heads(self.q_proj(query))  # (B, H, T_q, D)
+        k = self.split_heads(self.k_proj(key))  # (B, H, T_k, D)
+        v = self.split_heads(self.v_proj(value))  # (B, H, T_k, D)
         out, weights = self.core(
             q, k, v, mask, is_causal=is_causal, need_weights=need_weights, q_pos=q_pos, k_pos=k_pos
-        )  # (B, H, L_q, D), (B, H, L_q, L_k) or None
-        out = self.out_proj(self.merge_heads(out))  # (B, L_q, E)
+        )  # (B, H, T_q, D), (B, H, T_q, T_k) or None
+        out = self.out_proj(self.merge_heads(out))  # (B, T_q, E)
         if not self.batch_first:
             out = out.transpose(0, 1)
         if weights is not None and average_attn_weights:
-            weights = weights.mean(dim=1)  # (B, L_q, L_k)
+            weights = weights.mean(dim=1)  # (B, T_q, T_k)
         return out, weights

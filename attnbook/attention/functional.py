@@ -38,7 +38,7 @@ _HALF = (torch.float16, torch.bfloat16)
 
 
 def check_qkv(q: Tensor, k: Tensor, v: Tensor, *, name: str = "scaled_dot_product_attention") -> None:
-    """Validate query, key and value tensors of shapes ``(..., L_q, D)``, ``(..., L_k, D)``, ``(..., L_k, D_v)``.
+    """Validate query, key and value tensors of shapes ``(..., T_q, D)``, ``(..., T_k, D)``, ``(..., T_k, D_v)``.
 
     Raises ``TypeError`` for non-tensors, non-floating or mixed dtypes and mixed devices, ``ValueError`` for
     ranks below 2, mismatched batch/head dims, feature dims or key/value lengths, and empty sequences.
@@ -92,18 +92,18 @@ def _diagnose_qkv(q: Tensor, k: Tensor, v: Tensor, name: str) -> None:
             f"{name}: q and k must have the same feature dim D, got q{tuple(q.shape)} and k{tuple(k.shape)}"
         )
     if k.shape[-2] != v.shape[-2]:
-        raise ValueError(f"{name}: k and v must have the same length L_k, got k{tuple(k.shape)} and v{tuple(v.shape)}")
+        raise ValueError(f"{name}: k and v must have the same length T_k, got k{tuple(k.shape)} and v{tuple(v.shape)}")
     if q.shape[-2] == 0 or k.shape[-2] == 0:
-        raise ValueError(f"{name}: empty sequence: q{tuple(q.shape)}, k{tuple(k.shape)} (L_q and L_k must be > 0)")
+        raise ValueError(f"{name}: empty sequence: q{tuple(q.shape)}, k{tuple(k.shape)} (T_q and T_k must be > 0)")
     raise ValueError(f"{name}: feature dims must be > 0, got {shapes}")
 
 
 def check_mask(mask: Tensor, logits_shape: tuple[int, ...], dtype: torch.dtype, *, name: str = "mask") -> None:
-    """Check that ``mask`` is boolean or of ``dtype`` and broadcasts to ``logits_shape`` = ``(..., L_q, L_k)``.
+    """Check that ``mask`` is boolean or of ``dtype`` and broadcasts to ``logits_shape`` = ``(..., T_q, T_k)``.
 
-    An attention mask has at least two dims, ``(L_q, L_k)``: a 1-D mask is ambiguous (does it index keys or
+    An attention mask has at least two dims, ``(T_q, T_k)``: a 1-D mask is ambiguous (does it index keys or
     queries?) and a 0-D one masks nothing in particular, so both raise ``ValueError`` (a key-padding mask
-    ``(B, L_k)`` becomes ``(B, 1, 1, L_k)`` with :func:`~attnbook.attention.masks.key_mask_to_attn_mask`).
+    ``(B, T_k)`` becomes ``(B, 1, 1, T_k)`` with :func:`~attnbook.attention.masks.key_mask_to_attn_mask`).
     "Broadcasts to" is one-way: every mask dim, aligned from the right, is 1 or equals the logits' dim, and
     the mask has no more dims than the logits (it may not enlarge them).
     """
@@ -116,8 +116,8 @@ def check_mask(mask: Tensor, logits_shape: tuple[int, ...], dtype: torch.dtype, 
         )
     if mask.ndim < 2:
         raise ValueError(
-            f"{name} must have at least 2 dims, (L_q, L_k) or one that broadcasts to the logits' shape "
-            f"{tuple(logits_shape)}, got shape {tuple(mask.shape)}; for a (B, L_k) key-padding mask use "
+            f"{name} must have at least 2 dims, (T_q, T_k) or one that broadcasts to the logits' shape "
+            f"{tuple(logits_shape)}, got shape {tuple(mask.shape)}; for a (B, T_k) key-padding mask use "
             "key_mask_to_attn_mask"
         )
     _check_broadcasts(mask, logits_shape, name)
@@ -131,7 +131,7 @@ def _check_broadcasts(mask: Tensor, logits_shape: tuple[int, ...], name: str) ->
     ):
         raise ValueError(
             f"{name} of shape {tuple(mask_shape)} does not broadcast to the attention logits' shape "
-            f"{tuple(logits_shape)} = (..., L_q, L_k)"
+            f"{tuple(logits_shape)} = (..., T_q, T_k)"
         )
 
 
@@ -144,8 +144,8 @@ def masked_softmax(logits: Tensor, mask: Tensor | None = None) -> Tensor:
     whose every entry is ``-inf`` would give ``exp(-inf - (-inf)) = exp(nan)``; here its maximum is replaced
     by 0 and its zero denominator by 1, so the row is all zeros with zero (finite) gradients.
 
-    Shapes: ``logits (..., L_q, L_k)``, ``mask`` broadcastable to it (one-way: it may not enlarge the logits);
-    returns ``(..., L_q, L_k)``. A mask of another shape raises ``ValueError`` naming both shapes, one neither
+    Shapes: ``logits (..., T_q, T_k)``, ``mask`` broadcastable to it (one-way: it may not enlarge the logits);
+    returns ``(..., T_q, T_k)``. A mask of another shape raises ``ValueError`` naming both shapes, one neither
     boolean nor floating raises ``TypeError``.
     """
     if mask is not None:
@@ -155,10 +155,10 @@ def masked_softmax(logits: Tensor, mask: Tensor | None = None) -> Tensor:
     if mask is not None:
         work = work.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else work + mask.to(work.dtype)
     # The softmax does not depend on the shift, so the maximum needs no gradient.
-    row_max = work.detach().amax(dim=-1, keepdim=True)  # (..., L_q, 1)
+    row_max = work.detach().amax(dim=-1, keepdim=True)  # (..., T_q, 1)
     row_max = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))
-    e = torch.exp(work - row_max)  # (..., L_q, L_k), every entry in [0, 1]
-    total = e.sum(dim=-1, keepdim=True)  # (..., L_q, 1)
+    e = torch.exp(work - row_max)  # (..., T_q, T_k), every entry in [0, 1]
+    total = e.sum(dim=-1, keepdim=True)  # (..., T_q, 1)
     weights = e / torch.where(total > 0, total, torch.ones_like(total))
     return weights.to(logits.dtype)
 
@@ -219,22 +219,22 @@ def scaled_dot_product_attention(
     """Scaled dot-product attention :cite:`vaswani2017attention`, ``softmax(q k^T * scale + mask) v``.
 
     Args:
-        q: queries ``(..., L_q, D)``.
-        k: keys ``(..., L_k, D)``.
-        v: values ``(..., L_k, D_v)``.
+        q: queries ``(..., T_q, D)``.
+        k: keys ``(..., T_k, D)``.
+        v: values ``(..., T_k, D_v)``.
         mask: boolean (``True`` = may attend) or additive float mask (the dtype of ``q``) broadcastable to
-            ``(..., L_q, L_k)``: ``(L_q, L_k)``, ``(B, 1, 1, L_k)`` for padding, ``(B, H, L_q, L_k)``, ...
+            ``(..., T_q, T_k)``: ``(T_q, T_k)``, ``(B, 1, 1, T_k)`` for padding, ``(B, H, T_q, T_k)``, ...
         is_causal: also hide key ``j > i`` from query ``i`` (top-left aligned, as in PyTorch).
         dropout_p: dropout on the attention weights, applied after the softmax: each weight is zeroed with
             probability ``dropout_p`` and the rest are scaled by ``1/(1 - dropout_p)``
             (:func:`attention_dropout` on the manual path). This function has no train/eval mode: pass 0
             at evaluation time (:class:`~attnbook.attention.AttentionCore` does so in ``eval()`` mode).
         scale: logit scale; ``1/sqrt(D)`` by default.
-        need_weights: also return the weights ``(..., L_q, L_k)``, before dropout (forces the manual path).
+        need_weights: also return the weights ``(..., T_q, T_k)``, before dropout (forces the manual path).
         backend: ``"auto"``, ``"fused"`` (PyTorch's SDPA kernels) or ``"manual"`` (readable ops).
 
     Returns:
-        ``(..., L_q, D_v)``, or ``(output, weights)`` when ``need_weights``. Query rows that see no key
+        ``(..., T_q, D_v)``, or ``(output, weights)`` when ``need_weights``. Query rows that see no key
         give zeros.
 
     Second derivatives (double backward: gradient penalties, :func:`torch.autograd.gradgradcheck`, Hessian-vector
@@ -263,7 +263,7 @@ def scaled_dot_product_attention(
             raise TypeError(f"mask is on {mask.device} but q is on {q.device} (mask shape {tuple(mask.shape)})")
     mask_full = mask
     if is_causal:
-        causal = causal_mask(q.shape[-2], k.shape[-2], device=q.device)  # (L_q, L_k)
+        causal = causal_mask(q.shape[-2], k.shape[-2], device=q.device)  # (T_q, T_k)
         if mask is None:
             mask_full = causal
         elif mask.dtype == torch.bool:
@@ -275,7 +275,7 @@ def scaled_dot_product_attention(
     if _kernel_zeroes_empty_rows(q.device):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask_full, dropout_p=dropout_p, scale=scale)
     # Rows that see no key: let the kernel attend everywhere there (finite values and gradients), then zero them.
-    empty = fully_masked_rows(mask_full)  # (..., L_q, 1)
+    empty = fully_masked_rows(mask_full)  # (..., T_q, 1)
     safe = mask_full | empty if mask_full.dtype == torch.bool else mask_full.masked_fill(empty, 0.0)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=safe, dropout_p=dropout_p, scale=scale)
     return out.masked_fill(empty, 0.0)
@@ -288,10 +288,10 @@ def _manual(
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     if q.dtype in _HALF:
         # float16 tops out at 65504: a dot product of 64 entries of size 40 already overflows. Accumulate in float32.
-        logits = (q.float() * scale) @ k.float().transpose(-2, -1)  # (..., L_q, L_k), float32
+        logits = (q.float() * scale) @ k.float().transpose(-2, -1)  # (..., T_q, T_k), float32
     else:
-        logits = (q * scale) @ k.transpose(-2, -1)  # (..., L_q, L_k)
-    weights = masked_softmax(logits, mask).to(q.dtype)  # (..., L_q, L_k)
-    attn = attention_dropout(weights, dropout_p)  # (..., L_q, L_k); the weights returned are before dropout
-    out = attn @ v  # (..., L_q, D_v)
+        logits = (q * scale) @ k.transpose(-2, -1)  # (..., T_q, T_k)
+    weights = masked_softmax(logits, mask).to(q.dtype)  # (..., T_q, T_k)
+    attn = attention_dropout(weights, dropout_p)  # (..., T_q, T_k); the weights returned are before dropout
+    out = attn @ v  # (..., T_q, D_v)
     return (out, weights) if need_weights else out

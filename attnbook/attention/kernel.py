@@ -15,10 +15,10 @@ The width is a temperature: ``softmax(s / tau)`` with scores ``s = -||q - k||^2`
 As ``w -> 0`` the weights become one-hot on the nearest key (hard attention = nearest-neighbour lookup);
 as ``w -> inf`` they become uniform (the output is the mean of the values).
 
-Shapes. Points are either scalars, ``queries (L_q,)`` and ``keys (L_k,)``, or vectors,
-``queries (..., L_q, D)`` and ``keys (..., L_k, D)`` with matching leading dims. Values are ``(L_k,)`` (one number per
-key) or ``(..., L_k, D_v)``; the output has the values' form with ``L_q`` in place of ``L_k``. Weights are
-``(..., L_q, L_k)``. Memory is ``O(L_q L_k D)``: distances are taken as differences, not through the
+Shapes. Points are either scalars, ``queries (T_q,)`` and ``keys (T_k,)``, or vectors,
+``queries (..., T_q, D)`` and ``keys (..., T_k, D)`` with matching leading dims. Values are ``(T_k,)`` (one number per
+key) or ``(..., T_k, D_v)``; the output has the values' form with ``T_q`` in place of ``T_k``. Weights are
+``(..., T_q, T_k)``. Memory is ``O(T_q T_k D)``: distances are taken as differences, not through the
 expansion ``|q|^2 - 2 q.k + |k|^2``, so that equal points have distance exactly 0.
 
 * :func:`nadaraya_watson` -- the estimator as a function (optionally returning the weights).
@@ -71,7 +71,7 @@ def _check_width(width: float | Tensor) -> Tensor | float:
 
 
 def _squared_distances(queries: Tensor, keys: Tensor) -> Tensor:
-    """``||q_i - k_j||^2`` as ``(..., L_q, L_k)``, after checking that queries and keys have matching forms."""
+    """``||q_i - k_j||^2`` as ``(..., T_q, T_k)``, after checking that queries and keys have matching forms."""
     q = _as_points(queries, "queries")
     k = _as_points(keys, "keys")
     if q.ndim != k.ndim or q.shape[:-2] != k.shape[:-2] or q.shape[-1] != k.shape[-1]:
@@ -81,14 +81,14 @@ def _squared_distances(queries: Tensor, keys: Tensor) -> Tensor:
         )
     if q.dtype != k.dtype:
         raise TypeError(f"nadaraya_watson: queries and keys must share a dtype, got {q.dtype} and {k.dtype}")
-    diff = q.unsqueeze(-2) - k.unsqueeze(-3)  # (..., L_q, 1, D) - (..., 1, L_k, D) = (..., L_q, L_k, D)
-    return diff.square().sum(dim=-1)  # (..., L_q, L_k)
+    diff = q.unsqueeze(-2) - k.unsqueeze(-3)  # (..., T_q, 1, D) - (..., 1, T_k, D) = (..., T_q, T_k, D)
+    return diff.square().sum(dim=-1)  # (..., T_q, T_k)
 
 
 def gaussian_kernel_logits(queries: Tensor, keys: Tensor, width: float | Tensor) -> Tensor:
-    """The logits ``-||q_i - k_j||^2 / (2 w^2)`` of the Gaussian kernel, shape ``(..., L_q, L_k)``.
+    """The logits ``-||q_i - k_j||^2 / (2 w^2)`` of the Gaussian kernel, shape ``(..., T_q, T_k)``.
 
-    ``queries (L_q,)`` or ``(..., L_q, D)``; ``keys`` in the same form. ``width`` may be ``inf`` (all logits 0).
+    ``queries (T_q,)`` or ``(..., T_q, D)``; ``keys`` in the same form. ``width`` may be ``inf`` (all logits 0).
     These are the textbook logits; at very small widths they overflow to ``-inf`` (and ``0 / 0`` where a query
     equals a key), so :func:`nadaraya_watson` normalises shifted logits instead (see there).
     """
@@ -107,14 +107,14 @@ def _shifted_logits(squared_distance: Tensor, width: float | Tensor, mask: Tenso
     Masked keys (``mask`` False) are left out of the row minimum and get ``-inf``.
     """
     work = squared_distance if mask is None else squared_distance.masked_fill(~mask, float("inf"))
-    nearest = work.detach().amin(dim=-1, keepdim=True)  # (..., L_q, 1); the shift needs no gradient
+    nearest = work.detach().amin(dim=-1, keepdim=True)  # (..., T_q, 1); the shift needs no gradient
     nearest = torch.where(torch.isfinite(nearest), nearest, torch.zeros_like(nearest))  # a fully masked row
-    gap = work - nearest  # (..., L_q, L_k), >= 0, exactly 0 at the nearest key(s), inf where masked
+    gap = work - nearest  # (..., T_q, T_k), >= 0, exactly 0 at the nearest key(s), inf where masked
     # 2w^2 in the distances' dtype, where it may underflow to 0 for tiny widths (1e-30 in float32).
     denominator = (2 * width**2).to(gap.dtype) if isinstance(width, Tensor) else gap.new_tensor(2 * width**2)
     safe = torch.where(denominator > 0, denominator, torch.ones_like(denominator))
     cutoff = -math.log(torch.finfo(gap.dtype).tiny) + 60.0  # exp(-cutoff) is 0 even for subnormal results
-    vanishing = gap > cutoff * denominator  # (..., L_q, L_k): weight exactly 0 (True for every gap > 0 if 2w^2 == 0)
+    vanishing = gap > cutoff * denominator  # (..., T_q, T_k): weight exactly 0 (True for every gap > 0 if 2w^2 == 0)
     logits = -torch.where(vanishing, torch.zeros_like(gap), gap) / safe  # finite, in [-cutoff, 0]
     return logits.masked_fill(vanishing, float("-inf"))
 
@@ -131,25 +131,25 @@ def nadaraya_watson(
     """Nadaraya-Watson regression with a Gaussian kernel: ``f(q_i) = sum_j softmax_j(-|q_i-k_j|^2/2w^2) v_j``.
 
     Args:
-        queries: ``(L_q,)`` or ``(..., L_q, D)`` -- where to predict.
-        keys: ``(L_k,)`` or ``(..., L_k, D)`` -- the observed inputs.
-        values: ``(L_k,)`` or ``(..., L_k, D_v)`` -- the observed outputs.
+        queries: ``(T_q,)`` or ``(..., T_q, D)`` -- where to predict.
+        keys: ``(T_k,)`` or ``(..., T_k, D)`` -- the observed inputs.
+        values: ``(T_k,)`` or ``(..., T_k, D_v)`` -- the observed outputs.
         width: the kernel width ``w > 0`` (a float or a 1-element tensor, which may require grad); ``inf``
             gives uniform weights.
-        mask: optional boolean ``(..., L_q, L_k)`` (broadcastable), ``True`` = key ``j`` may be used for query
+        mask: optional boolean ``(..., T_q, T_k)`` (broadcastable), ``True`` = key ``j`` may be used for query
             ``i``; e.g. ``~torch.eye(n, dtype=torch.bool)`` leaves each training point out of its own
             prediction. A query with no usable key predicts 0.
 
     The weights are computed from logits shifted by each row's smallest squared distance (the softmax is
     unchanged), so the limit ``width -> 0`` holds exactly at any tiny width, in float32 and float64: each
     query returns the value of its nearest usable key, and keys tied for nearest share the weight equally.
-        return_weights: also return the weights ``(..., L_q, L_k)``.
+        return_weights: also return the weights ``(..., T_q, T_k)``.
 
     Returns:
-        The predictions, ``(L_q,)`` for ``(L_k,)`` values, else ``(..., L_q, D_v)``; with the weights if asked.
+        The predictions, ``(T_q,)`` for ``(T_k,)`` values, else ``(..., T_q, D_v)``; with the weights if asked.
     """
     w = _check_width(width)
-    squared_distance = _squared_distances(queries, keys)  # (..., L_q, L_k)
+    squared_distance = _squared_distances(queries, keys)  # (..., T_q, T_k)
     if not isinstance(values, Tensor):
         raise TypeError(f"nadaraya_watson: values must be a torch.Tensor, got {type(values).__name__}")
     if values.dtype != squared_distance.dtype:
@@ -157,11 +157,11 @@ def nadaraya_watson(
             f"nadaraya_watson: values must have the keys' dtype {squared_distance.dtype}, got {values.dtype}"
         )
     scalar_values = values.ndim == 1
-    v = values.unsqueeze(-1) if scalar_values else values  # (..., L_k, D_v)
+    v = values.unsqueeze(-1) if scalar_values else values  # (..., T_k, D_v)
     num_keys = squared_distance.shape[-1]
     if v.shape[:-1] != (*squared_distance.shape[:-2], num_keys):
         raise ValueError(
-            "nadaraya_watson: values must be (L_k,) or (..., L_k, D_v) with the keys' leading dims and L_k, "
+            "nadaraya_watson: values must be (T_k,) or (..., T_k, D_v) with the keys' leading dims and T_k, "
             f"got values {tuple(values.shape)} and keys {tuple(keys.shape)}"
         )
     if mask is not None:
@@ -171,9 +171,9 @@ def nadaraya_watson(
                 f"got {type(mask).__name__} of dtype {getattr(mask, 'dtype', None)}"
             )
         check_mask(mask, tuple(squared_distance.shape), squared_distance.dtype, name="mask")
-    weights = masked_softmax(_shifted_logits(squared_distance, w, mask), mask)  # (..., L_q, L_k)
-    out = weights @ v  # (..., L_q, D_v)
-    out = out.squeeze(-1) if scalar_values else out  # (L_q,) for scalar values
+    weights = masked_softmax(_shifted_logits(squared_distance, w, mask), mask)  # (..., T_q, T_k)
+    out = weights @ v  # (..., T_q, D_v)
+    out = out.squeeze(-1) if scalar_values else out  # (T_q,) for scalar values
     return (out, weights) if return_weights else out
 
 
@@ -211,8 +211,8 @@ class NadarayaWatson(nn.Module):
         return nadaraya_watson(queries, keys, values, self.width.to(queries.dtype), mask=mask)
 
     def weights(self, queries: Tensor, keys: Tensor, mask: Tensor | None = None) -> Tensor:
-        """The attention weights ``(..., L_q, L_k)`` that :meth:`forward` uses."""
-        squared_distance = _squared_distances(queries, keys)  # (..., L_q, L_k)
+        """The attention weights ``(..., T_q, T_k)`` that :meth:`forward` uses."""
+        squared_distance = _squared_distances(queries, keys)  # (..., T_q, T_k)
         if mask is not None:
             check_mask(mask, tuple(squared_distance.shape), squared_distance.dtype, name="mask")
         return masked_softmax(_shifted_logits(squared_distance, self.width.to(queries.dtype), mask), mask)
@@ -224,7 +224,7 @@ class NadarayaWatson(nn.Module):
 class GaussianKernelScores(Scores):
     """Gaussian-kernel logits as a :class:`~attnbook.attention.core.Scores` part of the attention core.
 
-    ``(B, H, L_q, D), (B, H, L_k, D) -> (B, H, L_q, L_k)``: ``-||q - k||^2 / (2 w^2)``, with a learnable
+    ``(B, H, T_q, D), (B, H, T_k, D) -> (B, H, T_q, T_k)``: ``-||q - k||^2 / (2 w^2)``, with a learnable
     ``log_width`` when ``learnable``. ``AttentionCore(scores=GaussianKernelScores(w))`` followed by the
     softmax is Nadaraya-Watson regression on every head (chapter 01).
     """
@@ -240,4 +240,4 @@ class GaussianKernelScores(Scores):
     def forward(self, q: Tensor, k: Tensor) -> Tensor:
         # Shifted logits (each row's largest is 0): the same softmax, and the exact nearest-key limit for tiny
         # widths. The core applies its mask afterwards, so a masked nearest key is not known here.
-        return _shifted_logits(_squared_distances(q, k), self.width.to(q.dtype), None)  # (B, H, L_q, L_k)
+        return _shifted_logits(_squared_distances(q, k), self.width.to(q.dtype), None)  # (B, H, T_q, T_k)

@@ -2,7 +2,7 @@
 
 Convention (the same as :func:`torch.nn.functional.scaled_dot_product_attention`): a **boolean** mask
 holds ``True`` where a query *may* attend to a key; a **floating** mask is an additive bias on the
-logits (``-inf`` forbids a pair). Every mask broadcasts to the logits' shape ``(..., L_q, L_k)``.
+logits (``-inf`` forbids a pair). Every mask broadcasts to the logits' shape ``(..., T_q, T_k)``.
 Any other dtype is rejected with a ``TypeError``: an integer 0/1 mask is ambiguous (a boolean written as
 numbers, or a bias of 0 and 1?), and reading it as a bias would silently mask nothing. Convert it first,
 ``mask.bool()`` for "1 = may attend" or ``mask.float()`` for a bias.
@@ -63,9 +63,9 @@ def padding_mask(lengths: Tensor | list[int], max_len: int | None = None) -> Ten
 
 
 def key_mask_to_attn_mask(key_mask: Tensor) -> Tensor:
-    """Turn a ``(B, L_k)`` key mask (``True`` = real key) into a ``(B, 1, 1, L_k)`` attention mask."""
+    """Turn a ``(B, T_k)`` key mask (``True`` = real key) into a ``(B, 1, 1, T_k)`` attention mask."""
     if key_mask.ndim != 2:
-        raise ValueError(f"key_mask must have shape (B, L_k), got {tuple(key_mask.shape)}")
+        raise ValueError(f"key_mask must have shape (B, T_k), got {tuple(key_mask.shape)}")
     if key_mask.dtype != torch.bool:
         raise TypeError(f"key_mask must be a bool tensor (True = real key), got dtype {key_mask.dtype}")
     return key_mask[:, None, None, :]
@@ -123,7 +123,7 @@ def from_torch_convention(mask: Tensor) -> Tensor:
 
 
 def fully_masked_rows(mask: Tensor) -> Tensor:
-    """``(..., L_q, 1)`` boolean: ``True`` for query rows that may attend to no key at all."""
+    """``(..., T_q, 1)`` boolean: ``True`` for query rows that may attend to no key at all."""
     check_mask_dtype(mask)
     if mask.dtype == torch.bool:
         return ~mask.any(dim=-1, keepdim=True)

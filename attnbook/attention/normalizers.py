@@ -65,7 +65,7 @@ def sparsemax(x: Tensor, dim: int = -1) -> Tensor:
 class SparsemaxNormalizer(Normalizer):
     """The sparsemax normaliser :cite:`martins2016softmax` for :class:`~attnbook.attention.core.AttentionCore`.
 
-    ``logits (B, H, L_q, L_k)`` and a mask (boolean, True = may attend, or additive; broadcastable) ->
+    ``logits (B, H, T_q, T_k)`` and a mask (boolean, True = may attend, or additive; broadcastable) ->
     weights of the same shape: each row a distribution over the visible keys, with exact zeros for keys
     whose logit falls below the row's threshold. Fully masked rows give zeros. Introduced in chapter 04.
     """

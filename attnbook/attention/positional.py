@@ -20,7 +20,7 @@ set of outputs. This module collects the two ways of telling attention where thi
 ``MultiHeadAttention(E, H, core=AttentionCore(positions=ALiBi(H)))``:
 
 * :class:`ShawRelativePosition` -- learned, clipped relative-position keys (Shaw et al., 2018,
-  :cite:`shaw2018self`), computed either naively (an ``(L_q, L_k, D)`` gather) or with the Music Transformer's
+  :cite:`shaw2018self`), computed either naively (an ``(T_q, T_k, D)`` gather) or with the Music Transformer's
   *skewing* trick (Huang et al., 2018, :cite:`huang2018music`) in ``O(L D)`` extra memory.
 * :class:`RotaryPositionEmbedding` -- RoPE (RoFormer, :cite:`su2024roformer`), both dimension layouts.
 * :class:`ALiBi` -- linear distance penalties with per-head slopes (Press et al., 2022, :cite:`press2022train`).
@@ -30,8 +30,8 @@ set of outputs. This module collects the two ways of telling attention where thi
 * :class:`ClassPriorBias` -- a reconstruction of VSFormer-style prior-enhanced attention: an additive, per-head
   bias towards time steps where the class prior is discriminative.
 
-Shapes: parts receive heads already split, ``q (B, H, L_q, D)``, ``k (B, H, L_k, D)`` and integer positions
-``q_pos (L_q,)``, ``k_pos (L_k,)``; a bias broadcasts to ``(B, H, L_q, L_k)``.
+Shapes: parts receive heads already split, ``q (B, H, T_q, D)``, ``k (B, H, T_k, D)`` and integer positions
+``q_pos (T_q,)``, ``k_pos (T_k,)``; a bias broadcasts to ``(B, H, T_q, T_k)``.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def _check_dim(name: str, value: int, multiple: int = 1) -> None:
 
 def _check_heads(part: str, q: Tensor, num_heads: int) -> None:
     if q.ndim != 4 or q.shape[1] != num_heads:
-        raise ValueError(f"{part}: q must have shape (B, H={num_heads}, L_q, D), got {tuple(q.shape)}")
+        raise ValueError(f"{part}: q must have shape (B, H={num_heads}, T_q, D), got {tuple(q.shape)}")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -167,10 +167,10 @@ class LearnedPositionalEmbedding(nn.Module):
 
 
 def relative_distances(q_pos: Tensor, k_pos: Tensor, max_distance: int | None = None) -> Tensor:
-    """``(L_q, L_k)`` signed distances ``k_pos[j] - q_pos[i]``, clipped to ``[-max_distance, max_distance]``."""
+    """``(T_q, T_k)`` signed distances ``k_pos[j] - q_pos[i]``, clipped to ``[-max_distance, max_distance]``."""
     if q_pos.ndim != 1 or k_pos.ndim != 1:
         raise ValueError(f"q_pos and k_pos must be 1-D, got {tuple(q_pos.shape)} and {tuple(k_pos.shape)}")
-    dist = k_pos[None, :] - q_pos[:, None]  # (L_q, L_k)
+    dist = k_pos[None, :] - q_pos[:, None]  # (T_q, T_k)
     if max_distance is not None:
         dist = dist.clamp(-max_distance, max_distance)
     return dist
@@ -179,34 +179,34 @@ def relative_distances(q_pos: Tensor, k_pos: Tensor, max_distance: int | None = 
 def relative_logits_naive(q: Tensor, table: Tensor, q_pos: Tensor, k_pos: Tensor, max_distance: int) -> Tensor:
     """Shaw's relative logits by definition: ``S[b, h, i, j] = q[b, h, i] . a[clip(j - i)]``.
 
-    Gathers the full ``(H_t, L_q, L_k, D)`` tensor of relative embeddings first: memory ``O(L_q L_k D)``.
+    Gathers the full ``(H_t, T_q, T_k, D)`` tensor of relative embeddings first: memory ``O(T_q T_k D)``.
     ``table`` is ``(2 max_distance + 1, D)`` (shared by the heads) or ``(H, 2 max_distance + 1, D)``.
-    Returns ``(B, H, L_q, L_k)``.
+    Returns ``(B, H, T_q, T_k)``.
     """
-    idx = relative_distances(q_pos, k_pos, max_distance) + max_distance  # (L_q, L_k)
+    idx = relative_distances(q_pos, k_pos, max_distance) + max_distance  # (T_q, T_k)
     table = table if table.ndim == 3 else table[None]  # (H_t, 2K+1, D)
-    a = table[:, idx]  # (H_t, L_q, L_k, D)  <- the O(L^2 D) tensor
-    return torch.einsum("bhid,hijd->bhij", q, a.expand(q.shape[1], -1, -1, -1))  # (B, H, L_q, L_k)
+    a = table[:, idx]  # (H_t, T_q, T_k, D)  <- the O(L^2 D) tensor
+    return torch.einsum("bhid,hijd->bhij", q, a.expand(q.shape[1], -1, -1, -1))  # (B, H, T_q, T_k)
 
 
 def relative_logits_skew(q: Tensor, rel: Tensor) -> Tensor:
     """Relative logits from per-*distance* embeddings with the skewing trick (Music Transformer, generalised).
 
-    ``rel[..., c, :]`` embeds the distance ``r = c - (L_q - 1)``, for ``r = -(L_q - 1) .. (L_k - 1)``, so
-    ``rel`` is ``(..., M, D)`` with ``M = L_q + L_k - 1``. Returns ``(..., L_q, L_k)`` with
-    ``out[i, j] = q[i] . rel[j - i + L_q - 1]``: one ``(L_q, M)`` matmul, then *pad, reshape, slice* moves each
-    row ``i`` left by ``L_q - 1 - i``. Extra memory ``O(L D + L^2)`` instead of ``O(L^2 D)``.
+    ``rel[..., c, :]`` embeds the distance ``r = c - (T_q - 1)``, for ``r = -(T_q - 1) .. (T_k - 1)``, so
+    ``rel`` is ``(..., M, D)`` with ``M = T_q + T_k - 1``. Returns ``(..., T_q, T_k)`` with
+    ``out[i, j] = q[i] . rel[j - i + T_q - 1]``: one ``(T_q, M)`` matmul, then *pad, reshape, slice* moves each
+    row ``i`` left by ``T_q - 1 - i``. Extra memory ``O(L D + L^2)`` instead of ``O(L^2 D)``.
     """
-    L_q, M = q.shape[-2], rel.shape[-2]
-    L_k = M - L_q + 1
-    if L_k < 1:
-        raise ValueError(f"rel must have L_q + L_k - 1 >= L_q rows, got q{tuple(q.shape)} and rel{tuple(rel.shape)}")
-    s = q @ rel.transpose(-2, -1)  # (..., L_q, M): logits against every distance
-    s = F.pad(s, (0, 1))  # (..., L_q, M + 1): one zero column makes the row stride M + 1
-    flat = s.reshape(*s.shape[:-2], L_q * (M + 1))  # (..., L_q (M + 1))
-    # element (i, j) of the result sits at i (M + 1) + (L_q - 1 - i) + j = i M + (L_q - 1) + j of `flat`
-    out = flat[..., L_q - 1 : L_q - 1 + L_q * M].reshape(*s.shape[:-2], L_q, M)  # (..., L_q, M)
-    return out[..., :L_k]  # (..., L_q, L_k)
+    T_q, M = q.shape[-2], rel.shape[-2]
+    T_k = M - T_q + 1
+    if T_k < 1:
+        raise ValueError(f"rel must have T_q + T_k - 1 >= T_q rows, got q{tuple(q.shape)} and rel{tuple(rel.shape)}")
+    s = q @ rel.transpose(-2, -1)  # (..., T_q, M): logits against every distance
+    s = F.pad(s, (0, 1))  # (..., T_q, M + 1): one zero column makes the row stride M + 1
+    flat = s.reshape(*s.shape[:-2], T_q * (M + 1))  # (..., T_q (M + 1))
+    # element (i, j) of the result sits at i (M + 1) + (T_q - 1 - i) + j = i M + (T_q - 1) + j of `flat`
+    out = flat[..., T_q - 1 : T_q - 1 + T_q * M].reshape(*s.shape[:-2], T_q, M)  # (..., T_q, M)
+    return out[..., :T_k]  # (..., T_q, T_k)
 
 
 def music_transformer_skew(s_rel: Tensor) -> Tensor:
@@ -235,8 +235,8 @@ class ShawRelativePosition(PositionPart):
     (the core adds ``q_i . k_j * scale``). ``a`` is a learned table of ``2 max_distance + 1`` vectors of the
     head width ``D``, shared by all heads (Shaw) or one per head (``num_heads``, as the Music Transformer).
 
-    ``method="skew"`` (default) builds the ``L_q + L_k - 1`` distance embeddings and uses
-    :func:`relative_logits_skew`: extra memory ``O(L D + L^2)``; ``"naive"`` gathers ``(L_q, L_k, D)``.
+    ``method="skew"`` (default) builds the ``T_q + T_k - 1`` distance embeddings and uses
+    :func:`relative_logits_skew`: extra memory ``O(L D + L^2)``; ``"naive"`` gathers ``(T_q, T_k, D)``.
     Non-contiguous positions fall back to the naive gather.
     """
 
@@ -263,19 +263,19 @@ class ShawRelativePosition(PositionPart):
 
     def bias(self, q: Tensor, k: Tensor, q_pos: Tensor, k_pos: Tensor) -> Tensor:
         if q.ndim != 4 or q.shape[-1] != self.head_dim:
-            raise ValueError(f"ShawRelativePosition: q must be (B, H, L_q, D={self.head_dim}), got {tuple(q.shape)}")
+            raise ValueError(f"ShawRelativePosition: q must be (B, H, T_q, D={self.head_dim}), got {tuple(q.shape)}")
         if self.num_heads is not None:
             _check_heads("ShawRelativePosition", q, self.num_heads)
         table = self.table.to(q.dtype)
         if self.method == "naive" or not (_contiguous(q_pos) and _contiguous(k_pos)):
             return relative_logits_naive(q, table, q_pos, k_pos, self.max_distance) * self.scale
-        L_q, L_k = q.shape[-2], k.shape[-2]
-        start = int(k_pos[0] - q_pos[0]) - (L_q - 1)  # the distance of row 0 of `rel`
-        dist = torch.arange(start, start + L_q + L_k - 1, device=q.device)  # (M,)
+        T_q, T_k = q.shape[-2], k.shape[-2]
+        start = int(k_pos[0] - q_pos[0]) - (T_q - 1)  # the distance of row 0 of `rel`
+        dist = torch.arange(start, start + T_q + T_k - 1, device=q.device)  # (M,)
         rel = table[..., dist.clamp(-self.max_distance, self.max_distance) + self.max_distance, :]  # (H_t?, M, D)
         if rel.ndim == 3:
             rel = rel[None]  # (1, H, M, D)
-        return relative_logits_skew(q, rel) * self.scale  # (B, H, L_q, L_k)
+        return relative_logits_skew(q, rel) * self.scale  # (B, H, T_q, T_k)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -344,8 +344,8 @@ class RotaryPositionEmbedding(PositionPart):
                 f"RotaryPositionEmbedding: q and k must have head_dim={self.head_dim}, "
                 f"got {tuple(q.shape)}, {tuple(k.shape)}"
             )
-        cos_q, sin_q = rope_cos_sin(q_pos, self.head_dim, self.base, self.layout, q.dtype)  # (L_q, D)
-        cos_k, sin_k = rope_cos_sin(k_pos, self.head_dim, self.base, self.layout, k.dtype)  # (L_k, D)
+        cos_q, sin_q = rope_cos_sin(q_pos, self.head_dim, self.base, self.layout, q.dtype)  # (T_q, D)
+        cos_k, sin_k = rope_cos_sin(k_pos, self.head_dim, self.base, self.layout, k.dtype)  # (T_k, D)
         return apply_rope(q, cos_q, sin_q, self.layout), apply_rope(k, cos_k, sin_k, self.layout)
 
 
@@ -374,7 +374,7 @@ class ALiBi(PositionPart):
 
     No position embeddings at all: each head ``h`` penalises a key linearly in its distance to the query,
     with the fixed slope of :func:`alibi_slopes`. The paper is causal (``j <= i``), where ``|j - i| = i - j``;
-    the absolute value extends it symmetrically to bidirectional attention. Returns ``(H, L_q, L_k)``.
+    the absolute value extends it symmetrically to bidirectional attention. Returns ``(H, T_q, T_k)``.
     """
 
     def __init__(self, num_heads: int) -> None:
@@ -384,8 +384,8 @@ class ALiBi(PositionPart):
 
     def bias(self, q: Tensor, k: Tensor, q_pos: Tensor, k_pos: Tensor) -> Tensor:
         _check_heads("ALiBi", q, self.num_heads)
-        dist = relative_distances(q_pos, k_pos).abs().to(q.dtype)  # (L_q, L_k)
-        return -self.slopes.to(q.dtype)[:, None, None] * dist  # (H, L_q, L_k)
+        dist = relative_distances(q_pos, k_pos).abs().to(q.dtype)  # (T_q, T_k)
+        return -self.slopes.to(q.dtype)[:, None, None] * dist  # (H, T_q, T_k)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -428,7 +428,7 @@ class TENERRelativePosition(PositionPart):
     ``DotProductScores(scale=1.0)``. ``u``, ``v`` are learned ``(H, D)``; ``key_term=False`` drops the last term,
     which the paper's equation does not show. All relative terms use the skew of :func:`relative_logits_skew`
     (contiguous positions). TENER also leaves the keys unprojected; here the attention module's key projection
-    stays, which can learn the identity. Returns ``(B, H, L_q, L_k)``.
+    stays, which can learn the identity. Returns ``(B, H, T_q, T_k)``.
     """
 
     def __init__(self, num_heads: int, head_dim: int, base: float = 10000.0, *, key_term: bool = True) -> None:
@@ -454,14 +454,14 @@ class TENERRelativePosition(PositionPart):
             raise ValueError(f"TENERRelativePosition: q must have head_dim={self.head_dim}, got {tuple(q.shape)}")
         if not (_contiguous(q_pos) and _contiguous(k_pos)):
             raise ValueError("TENERRelativePosition needs contiguous q_pos and k_pos (consecutive integers)")
-        L_q = q.shape[-2]
+        T_q = q.shape[-2]
         u, v = self.u.to(q.dtype), self.v.to(q.dtype)
-        content = u[:, None, :] @ k.transpose(-2, -1)  # (B, H, 1, L_k): u . k_j
-        pos_q = self._relative(q, q_pos, k_pos)  # (B, H, L_q, L_k): q_i . R_(j - i)
-        pos_v = self._relative(v[:, None, :].expand(-1, L_q, -1), q_pos, k_pos)  # (H, L_q, L_k): v . R_(j - i)
+        content = u[:, None, :] @ k.transpose(-2, -1)  # (B, H, 1, T_k): u . k_j
+        pos_q = self._relative(q, q_pos, k_pos)  # (B, H, T_q, T_k): q_i . R_(j - i)
+        pos_v = self._relative(v[:, None, :].expand(-1, T_q, -1), q_pos, k_pos)  # (H, T_q, T_k): v . R_(j - i)
         out = content + pos_q + pos_v
         if self.key_term:
-            out = out + self._relative(k, k_pos, q_pos).transpose(-2, -1)  # (B, H, L_q, L_k): k_j . R_(i - j)
+            out = out + self._relative(k, k_pos, q_pos).transpose(-2, -1)  # (B, H, T_q, T_k): k_j . R_(i - j)
         return out
 
 
@@ -685,7 +685,7 @@ class ClassPriorBias(PositionPart):
 
     ``bias[h, :, j] = gamma_h d(j)``: ``d`` (:func:`prior_discriminability`) is large where the class means
     differ, so a head with ``gamma_h > 0`` attends more to the time steps that tell classes apart. ``gamma`` is
-    learned, starting at ``init_gamma``. Returns ``(H, 1, L_k)``.
+    learned, starting at ``init_gamma``. Returns ``(H, 1, T_k)``.
     """
 
     def __init__(self, num_heads: int, prior: Tensor, init_gamma: float = 1.0) -> None:
@@ -702,4 +702,4 @@ class ClassPriorBias(PositionPart):
             raise ValueError(
                 f"ClassPriorBias: k_pos must lie in [0, T={T}), got range [{int(k_pos.min())}, {int(k_pos.max())}]"
             )
-        return (self.gamma[:, None, None] * self.score[k_pos][None, None, :]).to(q.dtype)  # (H, 1, L_k)
+        return (self.gamma[:, None, None] * self.score[k_pos][None, None, :]).to(q.dtype)  # (H, 1, T_k)
