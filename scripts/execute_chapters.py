@@ -165,6 +165,8 @@ def prepare_reader_venv(venv: Path, source: Path | None) -> None:
     kernel READER_KERNEL; the environment variables the notebooks' first cells read."""
     torch = f"torch=={os.environ.get('ATTNBOOK_TORCH', '2.13.0')}"
     shutil.rmtree(venv, ignore_errors=True)
+    if venv.exists():  # a venv made over leftovers would not be fresh, and the install timings would lie
+        raise SystemExit(f"execute_chapters.py: could not remove the old reader venv {venv}; remove it or pick another")
     python = venv / "bin" / "python"
     seconds = _timed([sys.executable, "-m", "venv", str(venv)])
     constraints = venv / "constraints.txt"

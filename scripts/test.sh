@@ -7,7 +7,7 @@
 #     240 s limit (scripts/execute_chapters.py --reader-venv); the outputs land in _build/executed/;
 #  3. the website, built from those executed notebooks (nothing is executed again) and checked in headless Chromium
 #     (skipped, with the reason printed, where node/npm/chromium are missing).
-# ATTNBOOK_READER_VENV (default: $TMPDIR/attnbook-reader-venv) is where step 2 creates its venv, afresh each run.
+# ATTNBOOK_READER_VENV (default: a folder made for this run) is where step 2 creates its venv, afresh each run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
@@ -15,14 +15,15 @@ bash scripts/setup.sh
 export MPLBACKEND=Agg HF_HUB_OFFLINE=1 PYTHONHASHSEED=0 ATTNBOOK_FULL=${ATTNBOOK_FULL:-0}
 # The chapters train their models afresh in every run: no checkpoint an earlier run (or earlier code) left in the
 # user's cache can make a test pass. ATTNBOOK_TEST_CACHE names a cache to reuse instead (local iterations only).
-fresh_cache=$(mktemp -d)
-trap 'rm -rf "$fresh_cache"' EXIT
-export ATTNBOOK_CACHE=${ATTNBOOK_TEST_CACHE:-$fresh_cache}
+# The reader venv of step 2 is made in the same per-run folder, so two runs never share one.
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+export ATTNBOOK_CACHE=${ATTNBOOK_TEST_CACHE:-$scratch/cache}
 step=$(date +%s)
 .venv/bin/python -m pytest -n 2 --dist loadfile tests "$@"
 tests_s=$(( $(date +%s) - step ))
 step=$(date +%s)
-.venv/bin/python scripts/execute_chapters.py --reader-venv "${ATTNBOOK_READER_VENV:-${TMPDIR:-/tmp}/attnbook-reader-venv}"
+.venv/bin/python scripts/execute_chapters.py --reader-venv "${ATTNBOOK_READER_VENV:-$scratch/reader-venv}"
 chapters_s=$(( $(date +%s) - step ))
 step=$(date +%s)
 ATTNBOOK_SITE_TEST=1 .venv/bin/python -m pytest -q -rs tests/test_site.py -k browser
