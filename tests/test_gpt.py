@@ -452,3 +452,13 @@ def test_bad_n_kv_head_is_named():
     model = GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=4, n_kv_head=2, n_embd=16))
     with pytest.raises(ValueError, match="n_kv_head"):
         load_gpt2_state_dict(model, {})
+
+
+def test_gqa_block_attention_module_is_usable_on_its_own():
+    """With G < H the GPT block's inner MultiHeadAttention is itself grouped, so its forward equals the block's."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=4, n_kv_head=2, n_embd=16)).double().eval()
+    attn = model.decoder.blocks[0].attn
+    x = torch.randn(2, 6, 16, dtype=torch.float64)
+    via_module, _ = attn.mha(x, is_causal=True)
+    torch.testing.assert_close(attn(x), via_module, rtol=0, atol=1e-12)

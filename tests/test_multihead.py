@@ -387,3 +387,37 @@ def test_manual_core_half_precision_does_not_overflow(dtype):
     ref, _ = core(q.double(), k.double(), v.double())
     assert out.dtype == dtype and torch.isfinite(out).all()
     torch.testing.assert_close(out.double(), ref, atol=0.5, rtol=2e-2)
+
+
+@pytest.mark.parametrize("num_kv_heads", [1, 2, 4])
+def test_grouped_query_attention_equals_repeated_key_value_heads(num_kv_heads):
+    """num_kv_heads=G: G key-value projections, each serving H/G query heads, equals multi-head attention whose
+    key and value weights repeat each group's weights (a brute-force reference built from the same numbers)."""
+    torch.manual_seed(0)
+    E, H = 16, 4
+    gqa = MultiHeadAttention(E, H, num_kv_heads=num_kv_heads).double()
+    assert gqa.k_proj.out_features == num_kv_heads * (E // H)
+    full = MultiHeadAttention(E, H).double()
+    d, group = E // H, H // num_kv_heads
+    with torch.no_grad():
+        for name in ("q_proj", "out_proj"):
+            getattr(full, name).load_state_dict(getattr(gqa, name).state_dict())
+        for name in ("k_proj", "v_proj"):
+            src, dst = getattr(gqa, name), getattr(full, name)
+            for h in range(H):
+                g = h // group
+                dst.weight[h * d : (h + 1) * d] = src.weight[g * d : (g + 1) * d]
+                dst.bias[h * d : (h + 1) * d] = src.bias[g * d : (g + 1) * d]
+    x = torch.randn(2, 5, E, dtype=torch.float64)
+    got, _ = gqa(x, is_causal=True)
+    want, _ = full(x, is_causal=True)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+
+
+def test_grouped_query_attention_validation():
+    with pytest.raises(ValueError, match="num_kv_heads=3 must divide num_heads=4"):
+        MultiHeadAttention(16, 4, num_kv_heads=3)
+    with pytest.raises(TypeError, match="num_kv_heads"):
+        MultiHeadAttention(16, 4, num_kv_heads=True)
+    with pytest.raises(ValueError, match="groups its key-value heads"):
+        MultiHeadAttention(16, 4, num_kv_heads=2).load_torch(torch.nn.MultiheadAttention(16, 4, batch_first=True))

@@ -232,6 +232,10 @@ class MultiHeadAttention(nn.Module):
         dropout: dropout on the attention weights; used only when ``core`` is None (a core carries its own).
         core: the :class:`AttentionCore` (pluggable parts); standard softmax attention by default.
         batch_first: inputs are ``(B, L, E)`` if True, else ``(L, B, E)``.
+        num_kv_heads: ``G``, the number of key-value heads (grouped-query attention, Ainslie et al. 2023,
+            :cite:`ainslie2023gqa`; ``G = 1`` is multi-query attention, :cite:`shazeer2019fast`): ``k_proj`` and
+            ``v_proj`` map to ``G * D`` and each key-value head serves ``H / G`` query heads. ``H`` by default
+            (ordinary multi-head attention); chapter 06 derives it.
 
     Masks follow the book's convention: boolean ``True`` = may attend. ``key_mask (B, T_k)`` marks real keys.
     A query that sees no key gets a zero attention output, so its result is ``out_proj``'s bias (PyTorch's
@@ -251,11 +255,18 @@ class MultiHeadAttention(nn.Module):
         dropout: float = 0.0,
         core: AttentionCore | None = None,
         batch_first: bool = True,
+        num_kv_heads: int | None = None,
     ) -> None:
         super().__init__()
-        sizes = {"embed_dim": embed_dim, "num_heads": num_heads, "kdim": kdim, "vdim": vdim}
+        sizes = {
+            "embed_dim": embed_dim,
+            "num_heads": num_heads,
+            "kdim": kdim,
+            "vdim": vdim,
+            "num_kv_heads": num_kv_heads,
+        }
         for name, value in sizes.items():
-            if value is None and name in ("kdim", "vdim"):
+            if value is None and name in ("kdim", "vdim", "num_kv_heads"):
                 continue
             # bool is an int subclass: MultiHeadAttention(16, True) would silently build one head
             if isinstance(value, bool) or not isinstance(value, numbers.Integral):
@@ -267,12 +278,16 @@ class MultiHeadAttention(nn.Module):
         if embed_dim % num_heads:
             raise ValueError(f"MultiHeadAttention: num_heads={num_heads} must divide embed_dim={embed_dim}")
         self.embed_dim, self.num_heads, self.head_dim = embed_dim, num_heads, embed_dim // num_heads
+        self.num_kv_heads = num_heads if num_kv_heads is None else int(num_kv_heads)
+        if num_heads % self.num_kv_heads:
+            raise ValueError(f"MultiHeadAttention: num_kv_heads={self.num_kv_heads} must divide num_heads={num_heads}")
         self.kdim = embed_dim if kdim is None else kdim
         self.vdim = embed_dim if vdim is None else vdim
         self.batch_first = batch_first
         self.q_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
-        self.k_proj = nn.Linear(self.kdim, embed_dim, bias=bias)
-        self.v_proj = nn.Linear(self.vdim, embed_dim, bias=bias)
+        kv_width = self.num_kv_heads * self.head_dim  # G * D (= E unless grouped)
+        self.k_proj = nn.Linear(self.kdim, kv_width, bias=bias)
+        self.v_proj = nn.Linear(self.vdim, kv_width, bias=bias)
         self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
         self.core = core if core is not None else AttentionCore(dropout=dropout)
 
@@ -280,6 +295,19 @@ class MultiHeadAttention(nn.Module):
         """``(B, L, H * D) -> (B, H, L, D)``: head ``h`` owns features ``h*D .. (h+1)*D - 1``."""
         B, L, _ = x.shape
         return x.reshape(B, L, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, L, D)
+
+    def split_kv_heads(self, x: Tensor) -> Tensor:
+        """``(B, L, G * D) -> (B, G, L, D)``: the key-value heads (``G = H`` unless grouped)."""
+        B, L, _ = x.shape
+        return x.reshape(B, L, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, G, L, D)
+
+    def repeat_kv_heads(self, x: Tensor) -> Tensor:
+        """``(B, G, L, D) -> (B, H, L, D)``: key-value head ``g`` serves query heads ``g H/G .. (g+1) H/G - 1``."""
+        B, G, L, D = x.shape
+        group = self.num_heads // G
+        if group == 1:
+            return x
+        return x[:, :, None].expand(B, G, group, L, D).reshape(B, G * group, L, D)  # (B, H, L, D)
 
     def merge_heads(self, x: Tensor) -> Tensor:
         """``(B, H, L, D) -> (B, L, H * D)``, the inverse of :meth:`split_heads` (the ``Concat`` of the heads)."""
@@ -302,6 +330,11 @@ class MultiHeadAttention(nn.Module):
         """
         if not isinstance(ref, nn.MultiheadAttention):
             raise TypeError(f"load_torch: ref must be a torch.nn.MultiheadAttention, got {type(ref).__name__}")
+        if self.num_kv_heads != self.num_heads:
+            raise ValueError(
+                f"load_torch: this module groups its key-value heads (num_kv_heads={self.num_kv_heads}, "
+                f"num_heads={self.num_heads}); torch.nn.MultiheadAttention has one key-value head per head"
+            )
         sizes = (ref.embed_dim, ref.num_heads, ref.kdim, ref.vdim)
         if sizes != (self.embed_dim, self.num_heads, self.kdim, self.vdim):
             raise ValueError(
@@ -412,8 +445,8 @@ class MultiHeadAttention(nn.Module):
                 )
             mask = combine_masks(mask, key_mask_to_attn_mask(key_mask), dtype=query.dtype)
         q = self.split_heads(self.q_proj(query))  # (B, H, T_q, D)
-        k = self.split_heads(self.k_proj(key))  # (B, H, T_k, D)
-        v = self.split_heads(self.v_proj(value))  # (B, H, T_k, D)
+        k = self.repeat_kv_heads(self.split_kv_heads(self.k_proj(key)))  # (B, G, T_k, D) -> (B, H, T_k, D)
+        v = self.repeat_kv_heads(self.split_kv_heads(self.v_proj(value)))  # (B, G, T_k, D) -> (B, H, T_k, D)
         out, weights = self.core(
             q, k, v, mask, is_causal=is_causal, need_weights=need_weights, q_pos=q_pos, k_pos=k_pos
         )  # (B, H, T_q, D), (B, H, T_q, T_k) or None

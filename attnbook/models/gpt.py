@@ -224,8 +224,9 @@ class CausalSelfAttention(nn.Module):
     (a causal mask with offset ``P``; a single new query sees every key, so it needs no mask).
 
     With ``n_kv_head = G < H`` (grouped-query attention :cite:`ainslie2023gqa`; ``G = 1`` is multi-query
-    attention :cite:`shazeer2019fast`) ``k_proj`` and ``v_proj`` map ``E -> G d``; the cache stores the ``G``
-    heads, and each is repeated for its ``H / G`` query heads just before the core.
+    attention :cite:`shazeer2019fast`) the inner :class:`MultiHeadAttention` has ``num_kv_heads=G``: ``k_proj``
+    and ``v_proj`` map ``E -> G d``; the cache stores the ``G`` heads, and each is repeated for its ``H / G``
+    query heads just before the core.
     """
 
     def __init__(
@@ -239,46 +240,29 @@ class CausalSelfAttention(nn.Module):
         backend: str = "auto",
     ):
         super().__init__()
-        core = AttentionCore(dropout=dropout, backend=backend)
-        self.mha = MultiHeadAttention(n_embd, n_head, bias=bias, core=core)
-        self.n_kv_head = n_head if n_kv_head is None else n_kv_head
-        if isinstance(self.n_kv_head, bool) or not isinstance(self.n_kv_head, int) or self.n_kv_head <= 0:
+        if n_kv_head is not None and (isinstance(n_kv_head, bool) or not isinstance(n_kv_head, int) or n_kv_head <= 0):
             raise ValueError(f"n_kv_head must be a positive int, got {n_kv_head!r}")
-        if n_head % self.n_kv_head:
-            raise ValueError(f"n_kv_head={self.n_kv_head} must divide n_head={n_head}")
-        if self.n_kv_head != n_head:  # narrower key and value projections: G heads of width d
-            kv_width = self.n_kv_head * self.mha.head_dim
-            self.mha.k_proj = nn.Linear(n_embd, kv_width, bias=bias)
-            self.mha.v_proj = nn.Linear(n_embd, kv_width, bias=bias)
+        if n_kv_head is not None and n_head % n_kv_head:
+            raise ValueError(f"n_kv_head={n_kv_head} must divide n_head={n_head}")
+        core = AttentionCore(dropout=dropout, backend=backend)
+        self.mha = MultiHeadAttention(n_embd, n_head, bias=bias, core=core, num_kv_heads=n_kv_head)
+        self.n_kv_head = self.mha.num_kv_heads
         self.resid_dropout = nn.Dropout(dropout)
-
-    def split_kv_heads(self, x: Tensor) -> Tensor:
-        """``(B, T, G * d) -> (B, G, T, d)``."""
-        B, T, _ = x.shape
-        return x.reshape(B, T, self.n_kv_head, self.mha.head_dim).transpose(1, 2)  # (B, G, T, d)
-
-    def repeat_kv_heads(self, x: Tensor) -> Tensor:
-        """``(B, G, T, d) -> (B, H, T, d)``: key-value head ``g`` serves query heads ``g H/G .. (g+1) H/G - 1``."""
-        B, G, T, d = x.shape
-        group = self.mha.num_heads // G
-        if group == 1:
-            return x
-        return x[:, :, None].expand(B, G, group, T, d).reshape(B, G * group, T, d)  # (B, H, T, d)
 
     def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0) -> Tensor:
         """``x (B, T, E)`` -> ``(B, T, E)``."""
         mha = self.mha
         q = mha.split_heads(mha.q_proj(x))  # (B, H, T, d)
-        k = self.split_kv_heads(mha.k_proj(x))  # (B, G, T, d)
-        v = self.split_kv_heads(mha.v_proj(x))  # (B, G, T, d)
+        k = mha.split_kv_heads(mha.k_proj(x))  # (B, G, T, d)
+        v = mha.split_kv_heads(mha.v_proj(x))  # (B, G, T, d)
         T = x.shape[1]
         if cache is None:
-            k, v = self.repeat_kv_heads(k), self.repeat_kv_heads(v)  # (B, H, T, d)
+            k, v = mha.repeat_kv_heads(k), mha.repeat_kv_heads(v)  # (B, H, T, d)
             out, _ = mha.core(q, k, v, is_causal=True)  # (B, H, T, d)
         else:
             past = cache.length
             k, v = cache.update(layer, k, v)  # (B, G, past + T, d): the cache holds G heads
-            k, v = self.repeat_kv_heads(k), self.repeat_kv_heads(v)  # (B, H, past + T, d)
+            k, v = mha.repeat_kv_heads(k), mha.repeat_kv_heads(v)  # (B, H, past + T, d)
             mask = None if T == 1 else causal_mask(T, past + T, offset=past, device=x.device)  # (T, past + T)
             q_pos = torch.arange(past, past + T, device=x.device)  # (T,)
             k_pos = torch.arange(past + T, device=x.device)  # (past + T,)
