@@ -21,10 +21,9 @@ import ast
 import json
 import re
 import sys
+import tomllib
 from importlib.metadata import packages_distributions
 from pathlib import Path
-
-import tomllib
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sync_notebooks import CHAPTERS, ROOT, notebook_from_markdown  # noqa: E402

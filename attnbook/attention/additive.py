@@ -41,7 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from attnbook.attention.core import AttentionCore, Scores
-from attnbook.attention.functional import masked_softmax
+from attnbook.attention.functional import check_input_dtype, masked_softmax
 
 __all__ = ["AdditiveScores", "AdditiveAttention", "additive_attention", "additive_logits"]
 
@@ -291,6 +291,7 @@ class AdditiveAttention(nn.Module):
         where = "AdditiveAttention"
         query3, single = _check_inputs(query, keys, values, where)
         self._check_widths(query3, keys)
+        check_input_dtype(self, where, query=query3, keys=keys, values=values)
         B, T_q, T_k = query3.shape[0], query3.shape[1], keys.shape[1]
         mask = _normalise_mask(mask, key_mask, B, T_q, T_k, single, where)
         q = self.W_q(query3)[:, None]  # (B, 1, T_q, A): one head

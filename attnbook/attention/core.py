@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from attnbook.attention.functional import (
     attention_dropout,
+    check_input_dtype,
     check_mask,
     check_qkv,
     masked_softmax,
@@ -422,6 +423,7 @@ class MultiHeadAttention(nn.Module):
                 raise ValueError(f"MultiHeadAttention: {name} must be a 3-D tensor {layout}, got {tuple(t.shape)}")
             if t.shape[-1] != width:
                 raise ValueError(f"MultiHeadAttention: {name} must have last dim {width}, got shape {tuple(t.shape)}")
+        check_input_dtype(self, "MultiHeadAttention", query=query, key=key, value=value)
         if not self.batch_first:
             query, key, value = (t.transpose(0, 1) for t in (query, key, value))
         if key.shape[:2] != value.shape[:2] or key.shape[0] != query.shape[0]:

@@ -30,7 +30,14 @@ from torch import Tensor
 
 from attnbook.attention.masks import causal_mask, check_mask_dtype, fully_masked_rows
 
-__all__ = ["scaled_dot_product_attention", "check_qkv", "check_mask", "masked_softmax", "attention_dropout"]
+__all__ = [
+    "scaled_dot_product_attention",
+    "check_qkv",
+    "check_mask",
+    "check_input_dtype",
+    "masked_softmax",
+    "attention_dropout",
+]
 
 Backend = Literal["auto", "fused", "manual"]
 
@@ -98,6 +105,31 @@ def _diagnose_qkv(q: Tensor, k: Tensor, v: Tensor, name: str) -> None:
     raise ValueError(f"{name}: feature dims must be > 0, got {shapes}")
 
 
+def _autocasting(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4 takes no device type
+        return torch.is_autocast_enabled()
+
+
+def check_input_dtype(module: torch.nn.Module, where: str, **inputs: Tensor) -> None:
+    """Raise ``TypeError`` unless every input is floating and of the dtype of ``module``'s parameters.
+
+    ``nn.Linear`` would otherwise fail deep inside with "mat1 and mat2 must have the same dtype"; this names the
+    argument, both dtypes and the two ways out (convert the module, or the input). Under ``torch.autocast``
+    mixed dtypes are expected (autocast casts inside each op), so only the floating check applies there.
+    """
+    param = next(module.parameters(), None)
+    for name, t in inputs.items():
+        if not t.is_floating_point():
+            raise TypeError(f"{where}: {name} must be a floating tensor, got {t.dtype}")
+        if param is not None and t.dtype != param.dtype and not _autocasting(t.device.type):
+            raise TypeError(
+                f"{where}: {name} is {t.dtype} but the module's parameters are {param.dtype}; convert one to the "
+                f"other, e.g. module.to({t.dtype}) or {name}.to({param.dtype})"
+            )
+
+
 def check_mask(mask: Tensor, logits_shape: tuple[int, ...], dtype: torch.dtype, *, name: str = "mask") -> None:
     """Check that ``mask`` is boolean or of ``dtype`` and broadcasts to ``logits_shape`` = ``(..., T_q, T_k)``.
 
@@ -146,8 +178,11 @@ def masked_softmax(logits: Tensor, mask: Tensor | None = None) -> Tensor:
 
     Shapes: ``logits (..., T_q, T_k)``, ``mask`` broadcastable to it (one-way: it may not enlarge the logits);
     returns ``(..., T_q, T_k)``. A mask of another shape raises ``ValueError`` naming both shapes, one neither
-    boolean nor floating raises ``TypeError``.
+    boolean nor floating raises ``TypeError``, and so do integer logits (a softmax of integers is not defined).
     """
+    if not isinstance(logits, Tensor) or not logits.is_floating_point():
+        got = logits.dtype if isinstance(logits, Tensor) else type(logits).__name__
+        raise TypeError(f"masked_softmax: logits must be a floating tensor, got {got} (convert with .float())")
     if mask is not None:
         check_mask_dtype(mask, name="masked_softmax: mask")
         _check_broadcasts(mask, tuple(logits.shape), "masked_softmax: mask")

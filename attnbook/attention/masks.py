@@ -19,6 +19,8 @@ Introduced in chapter 03 (scaled dot-product attention).
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch import Tensor
 
@@ -43,6 +45,10 @@ def causal_mask(
     *last* ``q_len`` positions of ``k_len`` keys -- decoding with a KV cache -- use ``offset=k_len - q_len``.
     """
     k_len = q_len if k_len is None else k_len
+    for name, value in (("q_len", q_len), ("k_len", k_len), ("offset", offset)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise TypeError(f"causal_mask: {name} must be an int, got {value!r} ({type(value).__name__})")
+    q_len, k_len, offset = int(q_len), int(k_len), int(offset)
     if q_len < 0 or k_len < 0:
         raise ValueError(f"causal_mask: q_len and k_len must be >= 0, got q_len={q_len}, k_len={k_len}")
     return torch.ones(q_len, k_len, dtype=torch.bool, device=device).tril(diagonal=offset)

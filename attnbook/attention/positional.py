@@ -310,6 +310,8 @@ def rope_cos_sin(
     Angles are computed in float64 for float64 outputs and in float32 otherwise.
     """
     _check_dim("head_dim", head_dim, 2)
+    if not base > 0:
+        raise ValueError(f"rope_cos_sin: base must be positive, got {base!r}")
     work = torch.float64 if dtype == torch.float64 else torch.float32
     inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2, dtype=work, device=positions.device) / head_dim)  # (D/2,)
     angles = positions.to(work)[:, None] * inv_freq  # (L, D/2)
@@ -336,6 +338,8 @@ class RotaryPositionEmbedding(PositionPart):
         _check_dim("head_dim", head_dim, 2)
         if layout not in ("half", "interleaved"):
             raise ValueError(f"layout must be 'half' or 'interleaved', got {layout!r}")
+        if not isinstance(base, (int, float)) or not base > 0:
+            raise ValueError(f"RotaryPositionEmbedding: base must be a positive number, got {base!r}")
         self.head_dim, self.base, self.layout = head_dim, base, layout
 
     def rotate(self, q: Tensor, k: Tensor, q_pos: Tensor, k_pos: Tensor) -> tuple[Tensor, Tensor]:

@@ -45,6 +45,7 @@ from torch import Tensor, nn
 
 from attnbook.attention.core import AttentionCore, MultiHeadAttention
 from attnbook.attention.masks import causal_mask
+from attnbook.models.pointer import IGNORE_INDEX  # -100, PyTorch's convention, shared by every loss of the book
 
 __all__ = [
     "GPTConfig",
@@ -458,7 +459,7 @@ class GPT(nn.Module):
 
     ``forward(idx (B, T), targets (B, T) | None) -> (logits (B, T, V), loss | None)``, where ``logits[:, t]``
     predicts the token after ``idx[:, t]`` and ``loss`` is the mean cross-entropy against ``targets``
-    (``-1`` entries are ignored).
+    (entries equal to ``IGNORE_INDEX = -100``, PyTorch's convention, are ignored).
     """
 
     def __init__(self, config: GPTConfig) -> None:
@@ -552,12 +553,18 @@ class GPT(nn.Module):
                 raise TypeError(f"targets must be a torch.long tensor, got {getattr(targets, 'dtype', type(targets))}")
             if targets.shape != idx.shape:
                 raise ValueError(f"targets must have the shape of idx {tuple(idx.shape)}, got {tuple(targets.shape)}")
+            bad = (targets != IGNORE_INDEX) & ((targets < 0) | (targets >= self.config.vocab_size))
+            if bool(bad.any()):
+                raise ValueError(
+                    f"targets must be token ids in [0, {self.config.vocab_size}) or IGNORE_INDEX={IGNORE_INDEX} "
+                    f"(ignored positions), got {int(targets[bad][0])}"
+                )
         x = self.token_embedding(idx)  # (B, T, E)
         h = self.decoder(x, cache)  # (B, T, E)
         logits = self.lm_head(h)  # (B, T, V)
         if targets is None:
             return logits, None
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-1)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX)
         return logits, loss
 
     @torch.no_grad()
