@@ -135,7 +135,8 @@ def routing_attention(
         q: queries ``(B, H, T_q, d)``; k: keys ``(B, H, T_k, d)``; v: values ``(B, H, T_k, d_v)``.
         centroids: ``(H, C, d)``, shared by queries and keys (scored against L2-normalised q and k).
         window_size: queries kept per cluster, ``ceil(T_q / C)`` by default (capped at ``T_q``).
-        key_window_size: keys kept per cluster, ``ceil(T_k / C)`` by default (capped at ``T_k``).
+        key_window_size: keys kept per cluster; by default ``window_size`` when that is given, else
+            ``ceil(T_k / C)`` (capped at ``T_k``).
         causal: query at position i sees only keys at positions <= i (within its cluster).
         scale: logit scale, ``1/sqrt(d)`` by default.
         memory_key, memory_value: optional learned keys/values ``(H, C, M, d)`` / ``(H, C, M, d_v)`` that every
@@ -156,6 +157,8 @@ def routing_attention(
     centroids = _check_centroids(centroids, h, d, where)
     num_clusters = centroids.shape[1]
     w_q = _window("window_size", window_size, t_q, num_clusters, where)
+    if key_window_size is None:
+        key_window_size = window_size
     w_k = _window("key_window_size", key_window_size, t_k, num_clusters, where)
     if (memory_key is None) != (memory_value is None):
         raise ValueError(f"{where}: pass both memory_key and memory_value, or neither")
