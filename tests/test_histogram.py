@@ -132,7 +132,7 @@ def test_bad_input_raises():
         binned_attention(q, k, v, 4, 2)
     with pytest.raises(ValueError, match="layout"):
         binned_attention(q, k, v, 2, 2, layout="rows")
-    with pytest.raises(ValueError, match=r"\(B, C, N\)"):
+    with pytest.raises(ValueError, match=r"\(B, D, T\)"):
         binned_attention(q[0], k[0], v[0], 2, 2)
     with pytest.raises(ValueError, match="num_bins"):
         binned_attention(q, k, v, 2, 0)
@@ -140,5 +140,5 @@ def test_bad_input_raises():
         histogram_attention(q, k, q, k, v[..., :4], 2)
     with pytest.raises(ValueError, match="divisible"):
         HistogramSelfAttention(dim=6, num_heads=4)
-    with pytest.raises(ValueError, match=r"\(B, 8, H, W\)"):
+    with pytest.raises(ValueError, match=r"\(B, 8, rows, columns\)"):
         HistogramSelfAttention(dim=8, num_heads=2)(torch.randn(1, 6, 4, 4))

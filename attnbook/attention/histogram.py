@@ -4,23 +4,23 @@ Paper: *Restoring Images in Adverse Weather Conditions via Histogram Transformer
 :cite:`sun2024restoring`); built from its code, ``Attention_histogram`` in ``basicsr/models/archs/histoformer_arch.py``
 of ``sunshangquan/Histoformer``.
 
-Routing (:mod:`~attnbook.attention.routing`) clusters tokens by learned centroids; Histoformer groups pixels
-by *value*: per channel, the ``N = H W`` pixels are sorted by the value map ``v``, and the sorted sequence is cut
-into ``num_bins`` bins, either contiguous runs of similar intensity ("bin-wise", ``layout="bin"``) or strided
-samples across the whole range ("frequency-wise", ``layout="frequency"``). As in Restormer and XCiT the attention
-is *transposed*: its tokens are the (channel, bin) pairs of a head, ``c * num_bins`` of them, and their features
-are the ``n = N / num_bins`` sorted pixels of the bin, L2-normalised:
+Routing (:mod:`~attnbook.attention.routing`) clusters tokens by learned centroids; Histoformer groups pixels by
+*value*: per channel, the ``T`` pixels (rows x columns) are sorted by the value map ``v``, and the sorted sequence
+is cut into ``num_bins`` bins, either contiguous runs of similar intensity ("bin-wise", ``layout="bin"``) or strided
+samples across the whole range ("frequency-wise", ``layout="frequency"``). As in Restormer and XCiT the attention is
+*transposed*: its tokens are the (channel, bin) pairs of a head, ``d * num_bins`` of them (``d = D / H`` channels
+per head), and their features are the ``T / num_bins`` sorted pixels of the bin, L2-normalised:
 
 .. math::
     A = \\operatorname{softmax}_1(\\tau\\, \\hat Q \\hat K^\\top), \\qquad
     \\operatorname{softmax}_1(z)_j = \\frac{e^{z_j}}{1 + \\sum_l e^{z_l}}, \\qquad O = A V
 
-(the code's ``softmax_1`` lets a row give less than total weight). The cost is ``O((c\\,B)^2 N / B)`` per head:
+(the code's ``softmax_1`` lets a row give less than total weight). The cost is ``O(d^2 num_bins T)`` per head:
 *linear* in the number of pixels. Two such attentions (bin-wise with ``q1, k1``, frequency-wise with ``q2, k2``,
 both on the same sorted ``v``) are unsorted and multiplied elementwise.
 
-Shapes: the functions take ``(B, C, N)`` maps (channels first, pixels flattened); the module takes images
-``(B, C, H, W)``.
+Shapes: the functions take ``(B, D, T)`` maps (channels first, pixels flattened); the module takes images
+``(B, D, rows, columns)`` (``H`` is the number of heads, as everywhere in the book).
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def _check_map(name: str, t: object, where: str) -> Tensor:
     if not isinstance(t, Tensor) or not t.is_floating_point():
         raise TypeError(f"{where}: {name} must be a floating torch.Tensor, got {type(t).__name__}")
     if t.ndim != 3:
-        raise ValueError(f"{where}: {name} must have shape (B, C, N), got {tuple(t.shape)}")
+        raise ValueError(f"{where}: {name} must have shape (B, D, T), got {tuple(t.shape)}")
     return t
 
 
@@ -70,9 +70,9 @@ def binned_attention(
     temperature: float | Tensor = 1.0,
     normalizer: NormalizerName = "softmax_one",
 ) -> Tensor:
-    """Transposed attention between the (channel, bin) tokens of already-sorted maps ``(B, C, N)`` -> ``(B, C, N)``.
+    """Transposed attention between the (channel, bin) tokens of already-sorted maps ``(B, D, T)`` -> ``(B, D, T)``.
 
-    ``N`` is zero-padded to a multiple of ``num_bins`` (zeros change neither the norms nor the dot products, so
+    ``T`` is zero-padded to a multiple of ``num_bins`` (zeros change neither the norms nor the dot products, so
     the padding is exact) and cut off again. ``layout="bin"``: bin ``b`` holds sorted positions
     ``b n .. (b+1) n - 1``; ``"frequency"``: positions ``b, b + num_bins, ...``. ``temperature`` is a number or a
     ``(num_heads, 1, 1)`` tensor (the module's learned one). ``normalizer="softmax"`` gives XCiT's cross-covariance
@@ -100,7 +100,7 @@ def binned_attention(
     c_h = c // num_heads
 
     def tokens(x: Tensor) -> Tensor:
-        x = F.pad(x, (0, pad))  # (B, C, num_bins * n)
+        x = F.pad(x, (0, pad))  # (B, D, num_bins * n)
         if layout == "bin":
             x = x.reshape(b, num_heads, c_h, num_bins, n)  # bin index outer: contiguous runs
         else:
@@ -113,7 +113,7 @@ def binned_attention(
     out = (weights @ vt).reshape(b, num_heads, c_h, num_bins, n)  # (B, heads, c, bins, n)
     if layout == "frequency":
         out = out.transpose(-1, -2)  # (B, heads, c, n, bins)
-    return out.reshape(b, c, n * num_bins)[..., :n_pix]  # (B, C, N)
+    return out.reshape(b, c, n * num_bins)[..., :n_pix]  # (B, D, T)
 
 
 def histogram_attention(
@@ -128,7 +128,7 @@ def histogram_attention(
     temperature: float | Tensor = 1.0,
     normalizer: NormalizerName = "softmax_one",
 ) -> Tensor:
-    """Dynamic-range histogram self-attention on ``(B, C, N)`` maps -> ``(B, C, N)``.
+    """Dynamic-range histogram self-attention on ``(B, D, T)`` maps -> ``(B, D, T)``.
 
     Each channel's pixels are sorted by ``v``; ``q1, k1, q2, k2`` follow ``v``'s order. Bin-wise attention
     (``q1, k1``) and frequency-wise attention (``q2, k2``) run on the sorted maps, are unsorted, and multiplied.
@@ -140,7 +140,7 @@ def histogram_attention(
         if t.shape != v.shape:
             raise ValueError(f"{where}: {name} {tuple(t.shape)} must have the shape of v {tuple(v.shape)}")
     num_bins = num_heads if num_bins is None else num_bins
-    v_sorted, order = v.sort(dim=-1)  # (B, C, N): each channel's pixels by increasing value
+    v_sorted, order = v.sort(dim=-1)  # (B, D, T): each channel's pixels by increasing value
     q1, k1, q2, k2 = (t.gather(-1, order) for t in (q1, k1, q2, k2))
     options = {"temperature": temperature, "normalizer": normalizer}
     out1 = binned_attention(q1, k1, v_sorted, num_heads, num_bins, layout="bin", **options)
@@ -150,24 +150,25 @@ def histogram_attention(
 
 
 def sort_rows_then_columns(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Sort ``x (B, C, H, W)`` along H (each column), then along W (each row); returns ``(sorted, idx_h, idx_w)``."""
+    """Sort ``x (B, D, rows, columns)`` down each column, then along each row; returns ``(sorted, idx_h, idx_w)``."""
     by_h, idx_h = x.sort(dim=-2)
     by_hw, idx_w = by_h.sort(dim=-1)
     return by_hw, idx_h, idx_w
 
 
 def unsort_rows_then_columns(x: Tensor, idx_h: Tensor, idx_w: Tensor) -> Tensor:
-    """Undo :func:`sort_rows_then_columns`: put every value back where it came from (W first, then H)."""
+    """Undo :func:`sort_rows_then_columns`: put every value back where it came from (rows first, then columns)."""
     x = torch.empty_like(x).scatter_(-1, idx_w, x)
     return torch.empty_like(x).scatter_(-2, idx_h, x)
 
 
 class HistogramSelfAttention(nn.Module):
-    """Histoformer's dynamic-range histogram self-attention block (DHSA) on images ``(B, C, H, W)``.
+    """Histoformer's dynamic-range histogram self-attention block (DHSA) on images ``(B, D, rows, columns)``.
 
-    ``1x1`` conv to five maps then a ``3x3`` depthwise conv (``q1, k1, q2, k2, v``); the first ``C // 2``
-    channels of the input are sorted along H then W beforehand and the matching output channels unsorted after
-    the ``1x1`` output projection, as in the reference code (which sorts the input in place; this one does not).
+    ``1x1`` conv to five maps then a ``3x3`` depthwise conv (``q1, k1, q2, k2, v``); the first ``D // 2``
+    channels of the input are sorted down the columns, then along the rows, beforehand and the matching output
+    channels unsorted after the ``1x1`` output projection, as in the reference code (which sorts the input in
+    place; this one does not).
     """
 
     def __init__(self, dim: int, num_heads: int, bias: bool = False) -> None:
@@ -183,7 +184,7 @@ class HistogramSelfAttention(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim != 4 or x.shape[1] != self.qkv.in_channels:
             raise ValueError(
-                f"HistogramSelfAttention: x must be (B, {self.qkv.in_channels}, H, W), got {tuple(x.shape)}"
+                f"HistogramSelfAttention: x must be (B, {self.qkv.in_channels}, rows, columns), got {tuple(x.shape)}"
             )
         b, c, h, w = x.shape
         half = c // 2
