@@ -238,3 +238,24 @@ def test_cost_scales_as_t_to_the_1_5_in_memory():
         mem.append(peak_memory(lambda q=q, k=k, v=v, c=c: routing_attention(q, k, v, unit(1, c, 8).float())))
     slope = math.log(mem[-1] / mem[0]) / math.log(lengths[-1] / lengths[0])
     assert abs(slope - 1.5) < 0.1, slope
+
+
+def test_gradients_flow_to_q_k_v():
+    """Routing is piecewise constant in q and k; between its jumps the layer is smooth, and gradcheck passes."""
+    q, k, v = (t[:1, :1, :6, :3].clone().requires_grad_() for t in qkv())
+    centroids = unit(1, 2, 3)
+    for causal in (False, True):
+        assert torch.autograd.gradcheck(
+            lambda q, k, v, c=causal: routing_attention(q, k, v, centroids, causal=c), (q, k, v)
+        )
+
+
+def test_benchmark_callable_costs_t_to_the_1_5():
+    from attnbook.profiling import peak_memory
+
+    mem = []
+    for t in (4096, 16384):
+        q, k, v = (x.float() for x in qkv(b=1, h=1, t=t, d=8, d_v=8))
+        mem.append(peak_memory(lambda q=q, k=k, v=v: sqrt_routing_attention(q, k, v)))
+    slope = math.log(mem[1] / mem[0]) / math.log(4)
+    assert abs(slope - 1.5) < 0.15, slope
