@@ -41,10 +41,10 @@ PAGES = [
     (
         "attention",
         "attnbook.attention",
-        ["kernel", "additive", "functional", "masks", "core", "normalizers", "positional"],
+        ["kernel", "additive", "functional", "masks", "core", "normalizers", "positional", "routing", "histogram"],
     ),
     ("models", "attnbook.models", ["pointer", "transformer", "gpt", "block_transformer"]),
-    ("data", "attnbook.data", ["regression", "pointer", "seq2seq", "positions", "text", "registry"]),
+    ("data", "attnbook.data", ["regression", "pointer", "seq2seq", "positions", "text", "recall", "registry"]),
     (
         "train",
         "attnbook.train",

@@ -7,16 +7,20 @@
 * :mod:`~attnbook.attention.core` -- the attention core with pluggable parts; multi-head attention (ch. 04)
 * :mod:`~attnbook.attention.normalizers` -- normalisers other than softmax: sparsemax (ch. 04)
 * :mod:`~attnbook.attention.positional` -- positional encodings and position parts (ch. 05)
+* :mod:`~attnbook.attention.routing` -- routing attention: online k-means clusters shared by queries and keys (ch. 10)
+* :mod:`~attnbook.attention.histogram` -- histogram self-attention: pixels sorted into intensity bins (ch. 10)
 """
 
-from attnbook.attention import additive, core, functional, kernel, masks, positional
+from attnbook.attention import additive, core, functional, histogram, kernel, masks, positional, routing
 from attnbook.attention.additive import *  # noqa: F403
 from attnbook.attention.core import *  # noqa: F403
 from attnbook.attention.functional import *  # noqa: F403
+from attnbook.attention.histogram import *  # noqa: F403
 from attnbook.attention.kernel import *  # noqa: F403
 from attnbook.attention.masks import *  # noqa: F403
 from attnbook.attention.normalizers import SparsemaxNormalizer, sparsemax
 from attnbook.attention.positional import *  # noqa: F403
+from attnbook.attention.routing import *  # noqa: F403
 
 __all__ = [
     *kernel.__all__,
@@ -27,4 +31,6 @@ __all__ = [
     "sparsemax",  # attnbook.attention.normalizers
     "SparsemaxNormalizer",
     *positional.__all__,
+    *routing.__all__,
+    *histogram.__all__,
 ]
