@@ -7,16 +7,20 @@
 * :mod:`~attnbook.attention.core` -- the attention core with pluggable parts; multi-head attention (ch. 04)
 * :mod:`~attnbook.attention.normalizers` -- normalisers other than softmax: sparsemax (ch. 04)
 * :mod:`~attnbook.attention.positional` -- positional encodings and position parts (ch. 05)
+* :mod:`~attnbook.attention.local`, :mod:`~attnbook.attention.windows` -- local attention: sliding windows,
+  blocks, halos, shifted windows, Conformer block and epipolar attention (ch. 08)
 """
 
-from attnbook.attention import additive, core, functional, kernel, masks, positional
+from attnbook.attention import additive, core, functional, kernel, local, masks, positional, windows
 from attnbook.attention.additive import *  # noqa: F403
 from attnbook.attention.core import *  # noqa: F403
 from attnbook.attention.functional import *  # noqa: F403
 from attnbook.attention.kernel import *  # noqa: F403
+from attnbook.attention.local import *  # noqa: F403
 from attnbook.attention.masks import *  # noqa: F403
 from attnbook.attention.normalizers import SparsemaxNormalizer, sparsemax
 from attnbook.attention.positional import *  # noqa: F403
+from attnbook.attention.windows import *  # noqa: F403
 
 __all__ = [
     *kernel.__all__,
@@ -27,4 +31,6 @@ __all__ = [
     "sparsemax",  # attnbook.attention.normalizers
     "SparsemaxNormalizer",
     *positional.__all__,
+    *local.__all__,
+    *windows.__all__,
 ]
