@@ -423,3 +423,57 @@ def test_bad_arguments_raise_clear_errors() -> None:
         WindowAttention(10, 3, (2, 2))
     with pytest.raises(ValueError, match="WindowAttention: x must be"):
         WindowAttention(8, 2, (2, 2))(torch.randn(1, 4, 4, 4, 8))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Properties and half precision
+# ---------------------------------------------------------------------------------------------------------------
+
+hypothesis = pytest.importorskip("hypothesis")
+st = hypothesis.strategies
+
+
+@hypothesis.settings(max_examples=40, deadline=None)
+@hypothesis.given(T=st.integers(1, 40), reach=st.integers(0, 12), causal=st.booleans(), seed=st.integers(0, 2**16))
+def test_sliding_window_property(T: int, reach: int, causal: bool, seed: int) -> None:
+    window = reach + 1 if causal else 2 * reach + 1
+    q, k, v = qkv(1, 2, T, 4, seed=seed)
+    mask = sliding_window_mask(T, window_size=window, causal=causal)
+    assert torch.allclose(sliding_window_attention(q, k, v, window, causal=causal), sdpa(q, k, v, mask), atol=TOL)
+
+
+@hypothesis.settings(max_examples=30, deadline=None)
+@hypothesis.given(
+    T=st.integers(1, 30),
+    block=st.integers(1, 9),
+    back=st.integers(0, 2),
+    forward=st.integers(0, 2),
+    causal=st.booleans(),
+)
+def test_blocked_property(T: int, block: int, back: int, forward: int, causal: bool) -> None:
+    q, k, v = qkv(1, 1, T, 4, seed=T * 31 + block)
+    mask = block_mask(T, block, look_backward=back, look_forward=forward, causal=causal)
+    out = blocked_attention(q, k, v, block, look_backward=back, look_forward=forward, causal=causal)
+    assert torch.allclose(out, sdpa(q, k, v, mask), atol=TOL)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_does_not_overflow(dtype: torch.dtype) -> None:
+    """Entries of size 60 over d = 64: float16 dot products pass 65504 and overflow; the logits are float32.
+
+    The reference is float64 on the same (rounded) half-precision inputs, so only the computation's precision counts.
+    """
+    q, k, v = (t.to(dtype) for t in qkv(1, 2, 24, 64))
+    q, k = q * 60, k * 60
+    if dtype == torch.float16:
+        assert torch.isinf(q[0, 0] @ k[0, 0].T).any()  # the naive half-precision logits overflow
+    cases = [
+        (lambda *t: sliding_window_attention(*t, 5), (q, k, v)),
+        (lambda *t: window_attention(*t, (4, 6), (2, 3), (1, 1)), (q, k, v)),
+        (lambda *t: halo_attention(*t, 2, 1), tuple(t.reshape(1, 2, 4, 6, 64) for t in (q, k, v))),
+    ]
+    for fn, args in cases:
+        out = fn(*args)
+        reference = fn(*(t.double() for t in args))
+        assert out.dtype == dtype and torch.isfinite(out).all()
+        assert (out.double() - reference).abs().max() < 0.05

@@ -28,6 +28,8 @@ from torch import Tensor, nn
 
 from attnbook.attention.functional import check_qkv, masked_softmax
 
+_HALF = (torch.float16, torch.bfloat16)
+
 __all__ = [
     "sliding_window_mask",
     "block_mask",
@@ -147,6 +149,8 @@ def _banded_attention(
     """
     T = q.shape[-2]
     w = block_size
+    if q.dtype in _HALF:  # logits and softmax in float32: a half-precision dot product overflows easily
+        q, k = q.float(), k.float()
     num_blocks = -(-T // w)
     pad = num_blocks * w - T
     q_blocks = F.pad(q, (0, 0, 0, pad)).unflatten(-2, (num_blocks, w))  # (..., n_b, w, d)
@@ -169,7 +173,7 @@ def _banded_attention(
     logits = (q_blocks * scale) @ k_blocks.transpose(-2, -1)  # (..., n_b, w, span w)
     if bias is not None:
         logits = logits + bias(q_blocks)
-    weights = masked_softmax(logits, visible)  # (..., n_b, w, span w); padded query rows are all zeros
+    weights = masked_softmax(logits, visible).to(v.dtype)  # (..., n_b, w, span w); padded query rows are zeros
     out = weights @ v_blocks  # (..., n_b, w, d_v)
     return out.flatten(-3, -2)[..., :T, :]  # (..., T, d_v)
 
@@ -279,7 +283,7 @@ def block_relative_attention(
     scale = q.shape[-1] ** -0.5 if scale is None else scale
 
     def bias(q_blocks: Tensor) -> Tensor:  # (..., n_b, w, d) -> (..., n_b, w, w)
-        return torch.einsum("...icd,cjd->...icj", q_blocks, rel) * scale
+        return torch.einsum("...icd,cjd->...icj", q_blocks, rel.to(q_blocks.dtype)) * scale
 
     return _banded_attention(q, k, v, block_size, 0, 0, None, scale, bias)
 

@@ -25,6 +25,8 @@ from torch import Tensor, nn
 
 from attnbook.attention.functional import check_qkv, masked_softmax
 
+_HALF = (torch.float16, torch.bfloat16)
+
 __all__ = [
     "window_partition",
     "window_reverse",
@@ -176,12 +178,14 @@ def window_attention(
             x = torch.roll(x, shifts=tuple(-s for s in shift), dims=axes)  # cyclic shift: shifted windows -> regular
         return window_partition(x, window).unflatten(0, (B, H))  # (B, H, N_w, N, e)
 
+    if q.dtype in _HALF:  # logits and softmax in float32: a half-precision dot product overflows easily
+        q, k = q.float(), k.float()
     qw, kw, vw = to_windows(q), to_windows(k), to_windows(v)
     logits = (qw * scale) @ kw.transpose(-2, -1)  # (B, H, N_w, N, N)
     if bias is not None:
         logits = logits + bias.to(logits.dtype)[None, :, None]
     mask = shifted_window_mask(spatial, window, shift).to(q.device) if any(shift) else None  # (N_w, N, N)
-    out = masked_softmax(logits, mask) @ vw  # (B, H, N_w, N, d_v)
+    out = masked_softmax(logits, mask).to(v.dtype) @ vw  # (B, H, N_w, N, d_v)
     out = window_reverse(out.flatten(0, 1), window, spatial)  # (B H, n_1, ..., n_k, d_v)
     if any(shift):
         out = torch.roll(out, shifts=shift, dims=axes)
@@ -298,6 +302,8 @@ def halo_attention(
             raise ValueError(f"{name} must be (2(b + 2h) - 1, d) = ({2 * win - 1}, {d}), got {tuple(rel.shape)}")
     scale = d**-0.5 if scale is None else scale
     ny, nx = Y // b, X // b
+    if q.dtype in _HALF:  # logits and softmax in float32: a half-precision dot product overflows easily
+        q, k = q.float(), k.float()
     q_blocks = q.reshape(B, H, ny, b, nx, b, d).transpose(3, 4).reshape(B, H, ny, nx, b * b, d)
 
     def neighbourhoods(t: Tensor) -> Tensor:  # (B, H, Y, X, e) -> (B, H, ny, nx, win^2, e)
@@ -318,7 +324,7 @@ def halo_attention(
     if padding == "mask":
         inside = torch.ones(1, 1, Y, X, 1, dtype=torch.bool, device=q.device)  # the halo pads it with False
         mask = neighbourhoods(inside)[0, 0, :, :, None, :, 0]  # (ny, nx, 1, win^2)
-    out = masked_softmax(logits, mask) @ v_win  # (B, H, ny, nx, b^2, d_v)
+    out = masked_softmax(logits, mask).to(v.dtype) @ v_win  # (B, H, ny, nx, b^2, d_v)
     return out.reshape(B, H, ny, nx, b, b, -1).transpose(3, 4).reshape(B, H, Y, X, -1)
 
 
