@@ -7,20 +7,35 @@
 * :mod:`~attnbook.attention.core` -- the attention core with pluggable parts; multi-head attention (ch. 04)
 * :mod:`~attnbook.attention.normalizers` -- normalisers other than softmax: sparsemax (ch. 04)
 * :mod:`~attnbook.attention.positional` -- positional encodings and position parts (ch. 05)
+* :mod:`~attnbook.attention.local`, :mod:`~attnbook.attention.windows` -- local attention: sliding windows,
+  blocks, halos, shifted windows, Conformer block and epipolar attention (ch. 08)
 * :mod:`~attnbook.attention.routing` -- routing attention: online k-means clusters shared by queries and keys (ch. 10)
 * :mod:`~attnbook.attention.histogram` -- histogram self-attention: pixels sorted into intensity bins (ch. 10)
 """
 
-from attnbook.attention import additive, core, functional, histogram, kernel, masks, positional, routing
+from attnbook.attention import (
+    additive,
+    core,
+    functional,
+    histogram,
+    kernel,
+    local,
+    masks,
+    positional,
+    routing,
+    windows,
+)
 from attnbook.attention.additive import *  # noqa: F403
 from attnbook.attention.core import *  # noqa: F403
 from attnbook.attention.functional import *  # noqa: F403
 from attnbook.attention.histogram import *  # noqa: F403
 from attnbook.attention.kernel import *  # noqa: F403
+from attnbook.attention.local import *  # noqa: F403
 from attnbook.attention.masks import *  # noqa: F403
 from attnbook.attention.normalizers import SparsemaxNormalizer, sparsemax
 from attnbook.attention.positional import *  # noqa: F403
 from attnbook.attention.routing import *  # noqa: F403
+from attnbook.attention.windows import *  # noqa: F403
 
 __all__ = [
     *kernel.__all__,
@@ -31,6 +46,8 @@ __all__ = [
     "sparsemax",  # attnbook.attention.normalizers
     "SparsemaxNormalizer",
     *positional.__all__,
+    *local.__all__,
+    *windows.__all__,
     *routing.__all__,
     *histogram.__all__,
 ]
