@@ -41,7 +41,7 @@ PAGES = [
     (
         "attention",
         "attnbook.attention",
-        ["kernel", "additive", "functional", "masks", "core", "normalizers", "positional"],
+        ["kernel", "additive", "functional", "masks", "core", "normalizers", "positional", "tiled", "triton_flash"],
     ),
     ("models", "attnbook.models", ["pointer", "transformer", "gpt", "block_transformer"]),
     ("data", "attnbook.data", ["regression", "pointer", "seq2seq", "positions", "text", "registry"]),

@@ -7,9 +7,11 @@
 * :mod:`~attnbook.attention.core` -- the attention core with pluggable parts; multi-head attention (ch. 04)
 * :mod:`~attnbook.attention.normalizers` -- normalisers other than softmax: sparsemax (ch. 04)
 * :mod:`~attnbook.attention.positional` -- positional encodings and position parts (ch. 05)
+* :mod:`~attnbook.attention.tiled` -- the online softmax and tiled ("flash") attention in linear memory (ch. 07);
+  :mod:`~attnbook.attention.triton_flash`, its optional Triton kernel, is imported on demand (ch. 07)
 """
 
-from attnbook.attention import additive, core, functional, kernel, masks, positional
+from attnbook.attention import additive, core, functional, kernel, masks, positional, tiled
 from attnbook.attention.additive import *  # noqa: F403
 from attnbook.attention.core import *  # noqa: F403
 from attnbook.attention.functional import *  # noqa: F403
@@ -17,6 +19,7 @@ from attnbook.attention.kernel import *  # noqa: F403
 from attnbook.attention.masks import *  # noqa: F403
 from attnbook.attention.normalizers import SparsemaxNormalizer, sparsemax
 from attnbook.attention.positional import *  # noqa: F403
+from attnbook.attention.tiled import *  # noqa: F403
 
 __all__ = [
     *kernel.__all__,
@@ -27,4 +30,5 @@ __all__ = [
     "sparsemax",  # attnbook.attention.normalizers
     "SparsemaxNormalizer",
     *positional.__all__,
+    *tiled.__all__,
 ]
