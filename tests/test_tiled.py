@@ -4,7 +4,12 @@ definition in float64, forward and backward, for odd lengths, causal and padding
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -23,6 +28,7 @@ from attnbook.attention.tiled import (
 from attnbook.profiling import peak_memory
 
 TOL64 = {"atol": 1e-12, "rtol": 1e-12}
+ROOT = Path(__file__).resolve().parents[1]
 
 scores_rows = st.lists(
     st.one_of(st.floats(-300, 300, allow_nan=False), st.just(-math.inf)), min_size=1, max_size=40
@@ -289,3 +295,30 @@ def test_triton_kernel_equals_sdpa_on_gpu(is_causal, dtype):  # pragma: no cover
     wants = torch.autograd.grad(want.sum(), (q, k, v))
     for g, w in zip(grads, wants, strict=True):
         torch.testing.assert_close(g.float(), w, atol=5e-2, rtol=5e-2)
+
+
+INTERPRETER_CHECK = """
+import torch, torch.nn.functional as F
+from attnbook.attention import triton_flash
+torch.manual_seed(0)
+for is_causal in (False, True):
+    for T_q, T_k in ((70, 70), (100, 37), (37, 100)):  # lengths that no block of 64 divides, T_q != T_k
+        q, k, v = (torch.randn(2, 2, T, 16, dtype=torch.float64).float().requires_grad_() for T in (T_q, T_k, T_k))
+        out = triton_flash._TritonFlashFunction.apply(q, k, v, is_causal, 0.25)
+        want = F.scaled_dot_product_attention(q, k, v, is_causal=is_causal, scale=0.25)
+        torch.testing.assert_close(out, want, atol=1e-5, rtol=1e-5)
+        grad_out = torch.randn_like(out)
+        grads = torch.autograd.grad(out, (q, k, v), grad_out)
+        for got, ref in zip(grads, torch.autograd.grad(want, (q, k, v), grad_out)):
+            torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
+print("interpreted kernel == SDPA")
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs the triton package")
+def test_triton_kernel_in_triton_interpreter_on_cpu():
+    """Where Triton is installed but no GPU is present, Triton's interpreter runs the kernel on the CPU."""
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT))
+    result = subprocess.run([sys.executable, "-c", INTERPRETER_CHECK], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "interpreted kernel == SDPA" in result.stdout
