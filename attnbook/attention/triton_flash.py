@@ -9,8 +9,9 @@ log-sum-exp, so the kernel needs no backward of its own.
 
 Triton and a CUDA device are optional: this module imports without them, :func:`triton_available` then
 returns ``False``, and :func:`triton_flash_attention` raises ``RuntimeError`` telling the reader to use
-:func:`~attnbook.attention.tiled.tiled_attention`. The book's CPU test suite checks that path; the test that
-runs the kernel is marked to skip where no GPU and Triton are present.
+:func:`~attnbook.attention.tiled.tiled_attention`. The book's CPU test suite checks that path; where Triton is
+installed without a GPU, a test runs the kernel on the CPU in Triton's interpreter (``TRITON_INTERPRET=1``), and
+the test on a GPU is marked to skip where there is none.
 
 Shapes: ``q (B, H, T_q, d)``, ``k (B, H, T_k, d)``, ``v (B, H, T_k, d)`` with ``d`` a power of two from 16 to
 256, float16, bfloat16 or float32 (``tl.dot`` may use TF32 for float32 inputs); returns ``(B, H, T_q, d)``.
