@@ -3,8 +3,9 @@
 For every mechanism of the registry ``MECHANISMS`` (a name -> ``fn(q, k, v) -> output`` on tensors of shape
 ``(B, H, n, d)``) and every length n, it measures
 
-- the wall time of one call: median over ``--repeats`` calls after a warm-up, with the fastest and slowest
-  (:func:`attnbook.profiling.time_call`);
+- the wall time of one call: median over ``--repeats`` calls after a warm-up, with the fastest and slowest,
+  the mechanisms timed in interleaved rounds so that a shared machine's changing load hits all alike
+  (each call timed by :func:`attnbook.profiling.time_call`);
 - the peak memory of the tensors the call creates (:func:`attnbook.profiling.peak_memory`, a dispatcher-level
   count, deterministic on any device; it does not see a fused kernel's internal workspace);
 
@@ -35,6 +36,7 @@ import argparse
 import math
 import platform
 import shlex
+import statistics
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -104,14 +106,13 @@ def extrapolate_memory(lengths: list[int], peaks: list[int], n: int) -> float:
     return peaks[-1] * (n / lengths[-1]) ** max(slope, 0.0)
 
 
-def measure(fn: Mechanism, q: Tensor, k: Tensor, v: Tensor, backward: bool, repeats: int, warmup: int) -> Measurement:
-    """Time and peak memory of one call (forward, or forward + backward)."""
+def make_call(fn: Mechanism, q: Tensor, k: Tensor, v: Tensor, backward: bool) -> Callable[[], None]:
+    """One call of the mechanism: the forward pass (no autograd graph), or forward + backward."""
     if backward:
         q, k, v = (t.detach().requires_grad_() for t in (q, k, v))
 
         def call() -> None:
-            fn(q, k, v).sum().backward()
-            q.grad = k.grad = v.grad = None
+            torch.autograd.grad(fn(q, k, v).sum(), (q, k, v))
 
     else:
 
@@ -119,8 +120,19 @@ def measure(fn: Mechanism, q: Tensor, k: Tensor, v: Tensor, backward: bool, repe
             with torch.no_grad():
                 fn(q, k, v)
 
-    timing = time_call(call, repeats=repeats, warmup=warmup)
-    return Measurement(timing, peak_memory(call))
+    return call
+
+
+def interleaved_timings(calls: dict[str, Callable[[], None]], repeats: int, warmup: int) -> dict[str, Timing]:
+    """Time every call ``repeats`` times in interleaved rounds, so that a change of load hits all of them alike."""
+    for call in calls.values():
+        for _ in range(warmup):
+            call()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            times[name].append(time_call(call, repeats=1, warmup=0).median)
+    return {name: Timing(statistics.median(t), min(t), max(t), repeats) for name, t in times.items()}
 
 
 def run(
@@ -137,20 +149,28 @@ def run(
     device: str = "cpu",
     progress: bool = True,
 ) -> dict[str, dict[int, Measurement]]:
-    """Measure every mechanism at every length; a length whose extrapolated memory is over budget is skipped."""
+    """Measure every mechanism at every length; a length whose extrapolated memory is over budget is skipped.
+
+    Peak memory is measured once per (mechanism, n); the times of the mechanisms at one n are taken in
+    interleaved rounds (:func:`interleaved_timings`).
+    """
     results: dict[str, dict[int, Measurement]] = {name: {} for name in mechanisms}
     gen = torch.Generator(device=device).manual_seed(0)
     budget = memory_budget_gib * 2**30
     for n in lengths:
         shape = (batch, heads, n, head_dim)
         q, k, v = (torch.randn(shape, generator=gen, device=device) for _ in range(3))  # (B, H, n, d)
+        calls, peaks = {}, {}
         for name, fn in mechanisms.items():
             done = results[name]
             if extrapolate_memory(list(done), [m.peak_bytes for m in done.values()], n) > budget:
                 continue
-            done[n] = measure(fn, q, k, v, backward, repeats, warmup)
+            calls[name] = make_call(fn, q, k, v, backward)
+            peaks[name] = peak_memory(calls[name])
+        for name, timing in interleaved_timings(calls, repeats, warmup).items():
+            results[name][n] = Measurement(timing, peaks[name])
             if progress:
-                print(f"# n={n:>6} {name:>8}: {done[n].timing}, {done[n].peak_bytes / 2**20:.1f} MiB", flush=True)
+                print(f"# n={n:>6} {name:>8}: {timing}, {peaks[name] / 2**20:.1f} MiB", flush=True)
     return results
 
 
@@ -260,8 +280,9 @@ def main(argv: list[str] | None = None) -> None:
     setup = (
         f"torch {torch.__version__}, {platform.processor() or platform.machine()}, device {args.device}, "
         f"threads {torch.get_num_threads()}, float32, B={args.batch}, H={args.heads}, d={args.head_dim}, "
-        f"{'forward + backward' if args.backward else 'forward'}; time: median [min-max] of {args.repeats} calls "
-        f"after {args.warmup} warm-up; memory: peak of the tensors created (attnbook.profiling.peak_memory); "
+        f"{'forward + backward' if args.backward else 'forward'}; time: median [min-max] of {args.repeats} "
+        f"interleaved calls after {args.warmup} warm-up; "
+        "memory: peak of the tensors created (attnbook.profiling.peak_memory); "
         f"exponents fitted over n >= {fit_from}; memory budget {args.memory_budget_gib:g} GiB"
     )
     print("# " + shlex.join([sys.executable, *sys.argv]))
