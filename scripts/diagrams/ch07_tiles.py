@@ -74,36 +74,15 @@ for i in range(N):
         ax.add_patch(Rectangle((x, y), CELL, CELL, facecolor=face, alpha=alpha, edgecolor="white", linewidth=1.0))
         ax.add_patch(Rectangle((x, y), CELL, CELL, facecolor="none", edgecolor="#cccccc", linewidth=0.5))
 text(ax, x0 + (COL + 0.5) * CELL, y_top - (ROW + 0.5) * CELL, "$S_{rc}$", ha="center", va="center", color="white")
-text(
-    ax,
-    x0 + N * CELL / 2,
-    y_top - N * CELL - 0.2,
-    r"$S$: $T_q \times T_k$ scores, never stored whole",
-    ha="center",
-    va="top",
-    size=9.5,
-    color="output",
+legend = (
+    (r"$S$: $T_q \times T_k$ scores, never stored whole", "output"),
+    ("pale purple: tiles of block row $r$ already swept (freed)", "weight"),
+    ("hatched: skipped under the causal mask", "mask"),
 )
-text(
-    ax,
-    x0 + N * CELL / 2,
-    y_top - N * CELL - 0.48,
-    "pale purple: tiles of block row $r$ already swept (freed)",
-    ha="center",
-    va="top",
-    size=9.5,
-    color="weight",
-)
-text(
-    ax,
-    x0 + N * CELL / 2,
-    y_top - N * CELL - 0.76,
-    "hatched: skipped under the causal mask",
-    ha="center",
-    va="top",
-    size=9.5,
-    color="mask",
-)
+for line, (words, color) in enumerate(legend):
+    text(
+        ax, x0 + N * CELL / 2, y_top - N * CELL - 0.2 - 0.28 * line, words, ha="center", va="top", size=9.5, color=color
+    )
 arrow(ax, (x0, y_top + 0.75), (x0 + N * CELL, y_top + 0.75), color="weight")
 text(ax, x0 + N * CELL + 0.15, y_top + 0.75, "sweep over the key blocks $c$", va="center", size=9.5, color="weight")
 
