@@ -5,7 +5,7 @@ For every mechanism of the registry ``MECHANISMS`` (a name -> ``fn(q, k, v) -> o
 
 - the wall time of one call: median over ``--repeats`` calls after a warm-up, with the fastest and slowest,
   the mechanisms timed in interleaved rounds so that a shared machine's changing load hits all alike
-  (each call timed by :func:`attnbook.profiling.time_call`);
+  (:func:`attnbook.profiling.time_calls`);
 - the peak memory of the tensors the call creates (:func:`attnbook.profiling.peak_memory`, a dispatcher-level
   count, deterministic on any device; it does not see a fused kernel's internal workspace);
 
@@ -36,7 +36,6 @@ import argparse
 import math
 import platform
 import shlex
-import statistics
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,7 +48,7 @@ from torch import Tensor
 
 from attnbook.attention.functional import scaled_dot_product_attention
 from attnbook.attention.tiled import tiled_attention
-from attnbook.profiling import Timing, peak_memory, time_call
+from attnbook.profiling import Timing, peak_memory, time_calls
 
 Mechanism = Callable[[Tensor, Tensor, Tensor], Tensor]
 
@@ -123,18 +122,6 @@ def make_call(fn: Mechanism, q: Tensor, k: Tensor, v: Tensor, backward: bool) ->
     return call
 
 
-def interleaved_timings(calls: dict[str, Callable[[], None]], repeats: int, warmup: int) -> dict[str, Timing]:
-    """Time every call ``repeats`` times in interleaved rounds, so that a change of load hits all of them alike."""
-    for call in calls.values():
-        for _ in range(warmup):
-            call()
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(repeats):
-        for name, call in calls.items():
-            times[name].append(time_call(call, repeats=1, warmup=0).median)
-    return {name: Timing(statistics.median(t), min(t), max(t), repeats) for name, t in times.items()}
-
-
 def run(
     mechanisms: dict[str, Mechanism],
     lengths: list[int],
@@ -152,7 +139,7 @@ def run(
     """Measure every mechanism at every length; a length whose extrapolated memory is over budget is skipped.
 
     Peak memory is measured once per (mechanism, n); the times of the mechanisms at one n are taken in
-    interleaved rounds (:func:`interleaved_timings`).
+    interleaved rounds (:func:`attnbook.profiling.time_calls`).
     """
     results: dict[str, dict[int, Measurement]] = {name: {} for name in mechanisms}
     gen = torch.Generator(device=device).manual_seed(0)
@@ -167,7 +154,7 @@ def run(
                 continue
             calls[name] = make_call(fn, q, k, v, backward)
             peaks[name] = peak_memory(calls[name])
-        for name, timing in interleaved_timings(calls, repeats, warmup).items():
+        for name, timing in time_calls(calls, repeats=repeats, warmup=warmup).items():
             results[name][n] = Measurement(timing, peaks[name])
             if progress:
                 print(f"# n={n:>6} {name:>8}: {timing}, {peaks[name] / 2**20:.1f} MiB", flush=True)
