@@ -7,7 +7,9 @@ The book never states a cost it did not measure. Two small tools do the measurin
   storages, not tensors (a view costs nothing), and ignores the inputs' storages. It is deterministic on any
   device, so a chapter can ``assert`` on it; it does not see memory a fused kernel allocates internally
   (workspace), which is why chapters that compare against a fused kernel say so.
-- :func:`time_call`, the median wall time of a call over repeats, with its spread (min, max), after warm-up.
+- :func:`time_call`, the median wall time of a call over repeats, with its spread (min, max), after warm-up;
+  :func:`time_calls` times several calls in interleaved rounds, so that a shared machine's changing load
+  hits all of them alike when they are compared.
 
 Chapters 03, 05 and 07 derive their cost plots with these.
 """
@@ -25,7 +27,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-__all__ = ["PeakMemory", "Timing", "peak_memory", "time_call"]
+__all__ = ["PeakMemory", "Timing", "peak_memory", "time_call", "time_calls"]
 
 
 class PeakMemory(TorchDispatchMode):
@@ -116,3 +118,29 @@ def time_call(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> Timin
         sync()
         times.append(time.perf_counter() - start)
     return Timing(statistics.median(times), min(times), max(times), repeats)
+
+
+def time_calls(calls: dict[str, Callable[[], Any]], repeats: int = 5, warmup: int = 1) -> dict[str, Timing]:
+    """Median wall time of each of several calls, timed in interleaved rounds (chapter 07).
+
+    Each call is warmed up ``warmup`` times; then each of ``repeats`` rounds times every call once (with
+    :func:`time_call`), so that a load that comes and goes on a shared machine slows all of them alike and
+    their ratio stays fair. Returns ``{name: Timing}`` in the order of ``calls``.
+    """
+    if not isinstance(calls, dict) or not calls:
+        raise TypeError(f"calls must be a non-empty dict of name -> callable, got {type(calls).__name__}")
+    for name, fn in calls.items():
+        if not callable(fn):
+            raise TypeError(f"calls[{name!r}] must be callable, got {type(fn).__name__}")
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats must be a positive int, got {repeats!r}")
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"warmup must be a non-negative int, got {warmup!r}")
+    for fn in calls.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, fn in calls.items():
+            times[name].append(time_call(fn, repeats=1, warmup=0).median)
+    return {name: Timing(statistics.median(t), min(t), max(t), repeats) for name, t in times.items()}

@@ -49,6 +49,8 @@ PAGES = [
             "core",
             "normalizers",
             "positional",
+            "tiled",
+            "triton_flash",
             "local",
             "windows",
             "routing",

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from attnbook.profiling import PeakMemory, Timing, peak_memory, time_call
+from attnbook.profiling import PeakMemory, Timing, peak_memory, time_call, time_calls
 
 
 def test_peak_counts_created_storages_exactly():
@@ -48,3 +48,18 @@ def test_time_call_rejects_bad_repeats(bad):
 def test_not_callable():
     with pytest.raises(TypeError, match="fn must be callable"):
         peak_memory(42)
+
+
+def test_time_calls_interleaves_rounds():
+    order = []
+    timings = time_calls({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, repeats=3, warmup=1)
+    assert order == ["a", "b"] + ["a", "b"] * 3  # warm-up each, then rounds that alternate
+    assert list(timings) == ["a", "b"] and all(
+        t.repeats == 3 and 0 <= t.low <= t.median <= t.high for t in timings.values()
+    )
+    with pytest.raises(ValueError, match="repeats"):
+        time_calls({"a": lambda: None}, repeats=0)
+    with pytest.raises(TypeError, match=r"calls\['a'\] must be callable"):
+        time_calls({"a": 3})
+    with pytest.raises(TypeError, match="non-empty dict"):
+        time_calls({})

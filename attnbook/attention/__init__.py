@@ -7,6 +7,8 @@
 * :mod:`~attnbook.attention.core` -- the attention core with pluggable parts; multi-head attention (ch. 04)
 * :mod:`~attnbook.attention.normalizers` -- normalisers other than softmax: sparsemax (ch. 04)
 * :mod:`~attnbook.attention.positional` -- positional encodings and position parts (ch. 05)
+* :mod:`~attnbook.attention.tiled` -- the online softmax and tiled ("flash") attention in linear memory (ch. 07);
+  :mod:`~attnbook.attention.triton_flash`, its optional Triton kernel, is imported on demand (ch. 07)
 * :mod:`~attnbook.attention.local`, :mod:`~attnbook.attention.windows` -- local attention: sliding windows,
   blocks, halos, shifted windows, Conformer block and epipolar attention (ch. 08)
 * :mod:`~attnbook.attention.routing` -- routing attention: online k-means clusters shared by queries and keys (ch. 10)
@@ -23,6 +25,7 @@ from attnbook.attention import (
     masks,
     positional,
     routing,
+    tiled,
     windows,
 )
 from attnbook.attention.additive import *  # noqa: F403
@@ -35,6 +38,7 @@ from attnbook.attention.masks import *  # noqa: F403
 from attnbook.attention.normalizers import SparsemaxNormalizer, sparsemax
 from attnbook.attention.positional import *  # noqa: F403
 from attnbook.attention.routing import *  # noqa: F403
+from attnbook.attention.tiled import *  # noqa: F403
 from attnbook.attention.windows import *  # noqa: F403
 
 __all__ = [
@@ -46,6 +50,7 @@ __all__ = [
     "sparsemax",  # attnbook.attention.normalizers
     "SparsemaxNormalizer",
     *positional.__all__,
+    *tiled.__all__,
     *local.__all__,
     *windows.__all__,
     *routing.__all__,

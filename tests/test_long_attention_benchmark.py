@@ -1,0 +1,55 @@
+"""benchmarks/long_attention.py: the registry's mechanisms agree, the exponent fit is right on exact power laws,
+over-budget lengths are skipped, and a tiny run writes its Markdown table."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("long_attention", ROOT / "benchmarks" / "long_attention.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the script is executed
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]
+
+
+def test_every_registered_mechanism_computes_full_attention(bench):
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 150, 16, generator=gen, dtype=torch.float64) for _ in range(3))
+    want = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    for name in ("naive", "tiled", "sdpa"):
+        torch.testing.assert_close(bench.MECHANISMS[name](q, k, v), want, atol=1e-12, rtol=1e-12, msg=name)
+    assert set(bench.THEORY) <= set(bench.MECHANISMS)
+
+
+def test_fit_and_extrapolation_on_exact_power_laws(bench):
+    lengths = [256, 512, 1024, 2048]
+    assert math.isclose(bench.fit_exponent(lengths, [3.0 * n**2 for n in lengths]), 2.0, abs_tol=1e-9)
+    assert math.isclose(bench.fit_exponent(lengths, [5.0 * n for n in lengths]), 1.0, abs_tol=1e-9)
+    assert math.isnan(bench.fit_exponent([256], [1.0]))
+    assert math.isclose(bench.extrapolate_memory([256, 512], [100, 400], 1024), 1600)
+    assert bench.extrapolate_memory([256], [100], 512) == 400  # one point: assume quadratic
+
+
+def test_tiny_run_skips_over_budget_and_writes_markdown(bench, tmp_path):
+    out = tmp_path / "table.md"
+    bench.main(["--lengths", "32", "64", "128", "--heads", "1", "--head-dim", "8", "--repeats", "1", "--warmup", "0",
+                "--memory-budget-gib", str(40_000 / 2**30), "--markdown", str(out)])  # fmt: skip
+    text = out.read_text()
+    assert "| n | naive ms (median [min-max]) | naive MiB |" in text
+    assert "| tiled |" in text and "time / sdpa at the largest common n" in text
+    row_128 = next(line for line in text.splitlines() if line.startswith("| 128 |"))
+    assert row_128.split(" | ")[1:3] == ["-", "-"]  # naive's (1, 1, 128, 128) scores alone exceed 40 kB: skipped
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--lengths", "64", "32"])
