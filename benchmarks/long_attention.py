@@ -13,11 +13,9 @@ then fits the log-log exponents ``time ~ n^a`` and ``memory ~ n^b`` over the len
 and extrapolates from the fit the longest n whose peak memory stays within ``--memory-budget-gib``. It prints
 a table and, with ``--markdown PATH``, writes it as Markdown for the book.
 
-Chapter 07 wrote the first three mechanisms (naive, tiled, SDPA); later chapters add theirs by adding a
-function to ``MECHANISMS`` (and, optionally, its theoretical exponents to ``THEORY``)::
-
-    MECHANISMS["local"] = lambda q, k, v: local_attention(q, k, v, window_size=128)
-    THEORY["local"] = (1.0, 1.0)
+Chapter 07 wrote the first three mechanisms (naive, tiled, SDPA), chapter 08 the local window, chapter 10
+routing; a chapter adds its mechanism with a function in ``MECHANISMS`` and its theoretical exponents in
+``THEORY``.
 
 Run from the repository root::
 
@@ -47,6 +45,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from attnbook.attention.functional import scaled_dot_product_attention
+from attnbook.attention.local import local_attention
+from attnbook.attention.routing import sqrt_routing_attention
 from attnbook.attention.tiled import tiled_attention
 from attnbook.profiling import Timing, peak_memory, time_calls
 
@@ -68,11 +68,33 @@ def sdpa(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     return F.scaled_dot_product_attention(q, k, v)
 
 
+def local(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """Chapter 08's causal sliding window of 128 keys, computed in blocks (``O(n w)``)."""
+    return local_attention(q, k, v, window_size=128)
+
+
+def routing(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """Chapter 10's routing attention with ``sqrt(n)`` k-means clusters shared by queries and keys."""
+    return sqrt_routing_attention(q, k, v)
+
+
 #: name -> fn(q, k, v) on (B, H, n, d) tensors. Add a mechanism here to put it in the table.
-MECHANISMS: dict[str, Mechanism] = {"naive": naive, "tiled": tiled, "sdpa": sdpa}
+MECHANISMS: dict[str, Mechanism] = {
+    "naive": naive,
+    "tiled": tiled,
+    "sdpa": sdpa,
+    "local": local,
+    "routing": routing,
+}
 
 #: name -> theoretical (memory exponent, time exponent) in n at fixed d, printed beside the fitted ones.
-THEORY: dict[str, tuple[float, float]] = {"naive": (2.0, 2.0), "tiled": (1.0, 2.0), "sdpa": (1.0, 2.0)}
+THEORY: dict[str, tuple[float, float]] = {
+    "naive": (2.0, 2.0),
+    "tiled": (1.0, 2.0),
+    "sdpa": (1.0, 2.0),
+    "local": (1.0, 1.0),
+    "routing": (1.5, 1.5),
+}
 
 
 @dataclass

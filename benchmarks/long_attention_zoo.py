@@ -1,9 +1,10 @@
 """The long-attention zoo: every attention mechanism of Part II, side by side, at an equal budget.
 
-Each mechanism of :data:`long_attention.MECHANISMS` (``fn(q, k, v) -> output`` on ``(B, H, T, d)`` tensors) is
-dropped into the same small Transformer encoder -- the same embeddings, projections, MLPs and therefore the
-same parameters; the mechanisms themselves have none -- and trained with the same optimiser, steps and batches
-on two generated tasks, each at two lengths:
+Each mechanism of :data:`ZOO` (``fn(q, k, v) -> output`` on ``(B, H, T, d)`` tensors, the functions that
+``benchmarks/long_attention.py`` times, with their sizes set for these short sequences) is dropped into the
+same small Transformer encoder -- the same embeddings, projections, MLPs and therefore the same parameters; the
+mechanisms themselves have none -- and trained with the same optimiser, steps and batches on two generated tasks,
+each at two lengths:
 
 - **recall** (associative recall, :func:`attnbook.data.recall.associative_recall`): ``T - 1`` key-value pairs,
   each pair at one position (the sum of its key's and its value's embeddings), then a question: a key, with a
@@ -33,6 +34,7 @@ import shlex
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,13 +42,35 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from long_attention import MECHANISMS, Mechanism  # noqa: E402
+from attnbook.attention.local import blocked_attention, sliding_window_attention
+from attnbook.attention.routing import sqrt_routing_attention
+from attnbook.attention.tiled import tiled_attention
+from attnbook.data.recall import associative_recall
+from attnbook.profiling import PeakMemory
 
-from attnbook.data.recall import associative_recall  # noqa: E402
-from attnbook.profiling import PeakMemory  # noqa: E402
+Mechanism = Callable[[Tensor, Tensor, Tensor], Tensor]
 
 NUM_ANSWERS = 16  # values of the recall task, and the alphabet of the copy task
+WINDOW = 15  # the local mechanisms' window: 7 positions to each side, or blocks of 15 (+- one block)
+
+#: name -> (fn(q, k, v) on (B, H, T, d), what it is). Chapters add theirs here; the page lists every entry.
+ZOO: dict[str, tuple[Mechanism, str]] = {
+    "full": (F.scaled_dot_product_attention, "full softmax attention (PyTorch's SDPA), ch. 03"),
+    "tiled": (
+        lambda q, k, v: tiled_attention(q, k, v, block_q=16, block_k=16),
+        "tiled (flash) attention, blocks of 16 x 16, exact, ch. 07",
+    ),
+    "sliding": (
+        lambda q, k, v: sliding_window_attention(q, k, v, WINDOW),
+        f"centred sliding window of {WINDOW} positions, ch. 08",
+    ),
+    "blocked": (
+        lambda q, k, v: blocked_attention(q, k, v, WINDOW, look_backward=1, look_forward=1),
+        f"blocks of {WINDOW} that also see the neighbouring block on each side, ch. 08",
+    ),
+    "routing": (sqrt_routing_attention, "routing attention, sqrt(T) k-means clusters of queries and keys, ch. 10"),
+}
+MECHANISMS: dict[str, Mechanism] = {name: fn for name, (fn, _) in ZOO.items()}
 
 
 @dataclass(frozen=True)
@@ -129,7 +153,9 @@ class Result:
     parameters: int
 
 
-def train_one(name: str, attend: Mechanism, task: Task, seed: int, args: argparse.Namespace) -> tuple[float, float, int, int]:
+def train_one(
+    name: str, attend: Mechanism, task: Task, seed: int, args: argparse.Namespace
+) -> tuple[float, float, int, int]:
     """Train one model; return (test accuracy, median step seconds, peak bytes of one step, parameters)."""
     torch.manual_seed(seed)
     model = ZooModel(task.vocab, task.length, attend, args.width, args.heads, args.layers)
@@ -236,10 +262,14 @@ generated examples; accuracy on {args.test_size:,} held-out examples, mean (rang
 Time is the median wall time of one training step (forward, backward, optimiser) on one CPU thread; memory
 is the peak of the tensors one training step creates (counted at PyTorch's dispatcher, so a fused kernel's
 internal workspace is not seen). Each mechanism's definition, its cost and its parameters (window, blocks,
-clusters) are in its chapter and in `benchmarks/long_attention.py`.
+clusters) are in its chapter; `benchmarks/long_attention.py` measures their cost on long inputs.
 
 {HEADER}
 {rows}
+
+The mechanisms:
+
+{chr(10).join(f"- **{name}**: {what}" for name, (_, what) in ZOO.items() if name in args.mechanisms)}
 
 Measured with
 

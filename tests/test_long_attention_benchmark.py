@@ -33,6 +33,18 @@ def test_every_registered_mechanism_computes_full_attention(bench):
     assert set(bench.THEORY) <= set(bench.MECHANISMS)
 
 
+def test_local_and_routing_entries_equal_their_masked_definitions(bench):
+    from attnbook.attention.local import sliding_window_mask
+    from attnbook.attention.routing import sqrt_routing_attention
+
+    gen = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(1, 2, 300, 8, generator=gen, dtype=torch.float64) for _ in range(3))
+    mask = sliding_window_mask(300, window_size=128, causal=True)
+    want = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    torch.testing.assert_close(bench.MECHANISMS["local"](q, k, v), want, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(bench.MECHANISMS["routing"](q, k, v), sqrt_routing_attention(q, k, v))
+
+
 def test_fit_and_extrapolation_on_exact_power_laws(bench):
     lengths = [256, 512, 1024, 2048]
     assert math.isclose(bench.fit_exponent(lengths, [3.0 * n**2 for n in lengths]), 2.0, abs_tol=1e-9)
