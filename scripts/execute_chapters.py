@@ -20,14 +20,18 @@ Their outputs are carried, cell by cell (the reader notebook has the chapter's c
 the chapter notebooks, so the website is built from this single execution.
 
 Writes _build/executed/NN-slug.ipynb (the chapter with outputs: the site's pages) and, with --reader-venv,
-_build/reader/NN-slug.ipynb (the executed reader notebook). A chapter that runs past --time-limit seconds in all, or
+_build/reader/NN-slug.ipynb (the executed reader notebook). Each chapter's wall time goes into
+_build/executed/timings.json (merged: a chapter not run keeps its entry), which scripts/make_teaching.py turns into
+the teacher's pages' running times. A chapter that runs past --time-limit seconds in all, or
 whose cell raises, is reported with the cell, its first line and the error; the exit status is 1 if any failed.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import importlib.util
+import json
 import multiprocessing
 import os
 import re
@@ -48,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sync_notebooks import CHAPTERS, ROOT, notebook_from_markdown  # noqa: E402
 
 OUT = ROOT / "_build" / "executed"
+TIMINGS = OUT / "timings.json"
 READER_OUT = ROOT / "_build" / "reader"
 NOTEBOOKS = ROOT / "notebooks"
 READER_KERNEL = "attnbook-reader"
@@ -154,6 +159,28 @@ def execute_reader(md: Path, time_limit: float) -> Outcome:
     return Outcome(md.name, seconds, error)
 
 
+def record_timings(outcomes: list[Outcome], jobs: int, reader: bool, path: Path = TIMINGS) -> None:
+    """Merge the chapters' wall times into ``path`` (``{"NN-slug": {...}}``), keeping the entries of chapters not run.
+
+    Each entry: ``seconds`` (first cell to last, as :func:`run_notebook` measures), ``ok`` (every cell ran), ``size``
+    (``quick`` or ``full``), ``jobs`` (chapters run at once), ``reader_venv`` (run as a reader meets it) and
+    ``finished`` (UTC, to the second)."""
+    timings = json.loads(path.read_text()) if path.is_file() else {}
+    finished = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    size = "full" if os.environ.get("ATTNBOOK_FULL") == "1" else "quick"
+    for outcome in outcomes:
+        timings[Path(outcome.name).stem] = {
+            "seconds": round(outcome.seconds, 1),
+            "ok": outcome.error is None,
+            "size": size,
+            "jobs": jobs,
+            "reader_venv": reader,
+            "finished": finished,
+        }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(dict(sorted(timings.items())), indent=1) + "\n")
+
+
 def _timed(command: list[str], **kwargs) -> float:
     start = time.monotonic()
     subprocess.run(command, check=True, **kwargs)
@@ -243,6 +270,7 @@ def main() -> int:
             return 1
         execute = execute_reader
     failed = []
+    outcomes = []
     # Fresh worker processes (spawn), not forks of this one, which may already hold a kernel's ZeroMQ sockets.
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         for outcome in pool.map(execute, chapters, [args.time_limit] * len(chapters)):
@@ -250,8 +278,10 @@ def main() -> int:
                 f"{outcome.name:50s} {outcome.seconds:7.1f} s  {'ok' if outcome.error is None else 'FAILED'}",
                 flush=True,
             )
+            outcomes.append(outcome)
             if outcome.error:
                 failed.append(f"{outcome.name}: {outcome.error}")
+    record_timings(outcomes, min(args.jobs, len(chapters)), bool(args.reader_venv))
     for failure in failed:
         print(f"\nFAILED {failure}")
     print(
