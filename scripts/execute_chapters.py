@@ -125,8 +125,8 @@ def _write(nb: nbformat.NotebookNode, target: Path) -> None:
 
 
 def carry_outputs(executed: nbformat.NotebookNode, chapter: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """Copy outputs and execution counts from an executed notebook into the chapter notebook, code cell by code
-    cell; their code cells must be the same, in the same order."""
+    """Copy outputs, execution counts and timestamps from an executed notebook into the chapter notebook, code cell
+    by code cell; their code cells must be the same, in the same order."""
     ran = [c for c in executed.cells if c.cell_type == "code"]
     cells = [c for c in chapter.cells if c.cell_type == "code"]
     if [c.source.strip() for c in ran] != [c.source.strip() for c in cells]:
@@ -134,6 +134,8 @@ def carry_outputs(executed: nbformat.NotebookNode, chapter: nbformat.NotebookNod
     for source, target in zip(ran, cells, strict=True):
         target.outputs = source.get("outputs", [])
         target.execution_count = source.get("execution_count")
+        if "execution" in source.get("metadata", {}):  # nbclient's timestamps: the teacher's pages time sections
+            target.metadata["execution"] = source.metadata["execution"]
     return chapter
 
 
