@@ -450,9 +450,14 @@ def render_page(teaching: Teaching, syllabus: Syllabus, measured: Measured) -> s
 
 
 def render_course(
-    courses: list[Course], syllabus: Syllabus, teaching: dict[int, Teaching], measured: dict[int, Measured]
+    courses: list[Course],
+    syllabus: Syllabus,
+    teaching: dict[int, Teaching],
+    measured: dict[int, Measured],
+    written: set[int],
 ) -> str:
-    """The Markdown of the course outline."""
+    """The Markdown of the course outline. A written chapter without its teaching data (tests/test_teaching.py
+    fails then) is linked, with no plan."""
     by_number = {c.number: c for c in syllabus.chapters}
     lines = [
         "---",
@@ -476,6 +481,9 @@ def render_course(
             for n in numbers:
                 chapter = by_number[n]
                 t = teaching.get(n)
+                if t is None and n in written:
+                    lines.append(f"- [{chapter.number:02d}. {chapter.title}](#{chapter.label}) (no teacher's page yet)")
+                    continue
                 if t is None:
                     lines.append(f"- {chapter.number:02d}. {chapter.title} (planned)")
                     continue
@@ -503,14 +511,14 @@ def expected_files(
     """What this script writes: ``{path: text}``."""
     syllabus = load_syllabus()
     teaching = load_all(syllabus, teaching_dir, chapters)
-    written = [c.number for c in syllabus.chapters if (chapters / f"{c.stem}.md").is_file()]
-    missing = sorted(set(written) - set(teaching))
-    if missing:
-        raise ValueError(f"written chapters without a teaching/NN-slug.yaml: {missing} (see teaching/README.md)")
+    written = {c.number for c in syllabus.chapters if (chapters / f"{c.stem}.md").is_file()}
+    missing = sorted(written - set(teaching))
+    if missing:  # the site still builds; tests/test_teaching.py fails until the data files exist
+        sys.stderr.write(f"make_teaching.py: written chapters without teaching/NN-slug.yaml: {missing}\n")
     measured = {n: measure(t.chapter, chapters, executed, slides) for n, t in teaching.items()}
     files = {out / _page_name(t.chapter): render_page(t, syllabus, measured[n]) for n, t in teaching.items()}
     courses = load_courses(syllabus, teaching_dir / "course.yaml")
-    files[out / "course.md"] = render_course(courses, syllabus, teaching, measured)
+    files[out / "course.md"] = render_course(courses, syllabus, teaching, measured, written)
     return files
 
 
