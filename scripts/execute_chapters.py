@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import importlib.util
 import json
 import multiprocessing
@@ -166,11 +167,13 @@ def record_timings(outcomes: list[Outcome], jobs: int, reader: bool, path: Path 
 
     Each entry: ``seconds`` (first cell to last, as :func:`run_notebook` measures), ``ok`` (every cell ran), ``size``
     (``quick`` or ``full``), ``jobs`` (chapters run at once), ``reader_venv`` (run as a reader meets it) and
-    ``finished`` (UTC, to the second)."""
+    ``finished`` (UTC, to the second) and ``sha256``, the executed notebook's hash (``path``'s folder holds it), so that
+    a reader of the timings can tell that they belong to the notebook there now."""
     timings = json.loads(path.read_text()) if path.is_file() else {}
     finished = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     size = "full" if os.environ.get("ATTNBOOK_FULL") == "1" else "quick"
     for outcome in outcomes:
+        notebook = path.parent / f"{Path(outcome.name).stem}.ipynb"
         timings[Path(outcome.name).stem] = {
             "seconds": round(outcome.seconds, 1),
             "ok": outcome.error is None,
@@ -178,6 +181,7 @@ def record_timings(outcomes: list[Outcome], jobs: int, reader: bool, path: Path 
             "jobs": jobs,
             "reader_venv": reader,
             "finished": finished,
+            "sha256": hashlib.sha256(notebook.read_bytes()).hexdigest() if notebook.is_file() else None,
         }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(dict(sorted(timings.items())), indent=1) + "\n")

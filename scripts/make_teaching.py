@@ -8,7 +8,7 @@ Hand-written content lives in one data file per written chapter, ``teaching/NN-s
 the same build, never from the data files:
 
 * the running time of each chapter: its wall time at execution, ``_build/executed/timings.json`` (written by
-  ``scripts/execute_chapters.py``);
+  ``scripts/execute_chapters.py``), used only when the hash recorded with it is that of the executed notebook;
 * the running time of the sections a lesson runs live: the timestamps nbclient leaves on each code cell of the
   executed notebook ``_build/executed/NN-slug.ipynb``;
 * the reading time: an *estimate*, the chapter's words of prose at :data:`READING_RATE` words a minute (labelled so);
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import re
 import sys
@@ -298,6 +299,8 @@ def measure(chapter: Chapter, chapters: Path, executed: Path, slides: Path) -> M
     timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
     run = timings.get(chapter.stem)
     nb_path = executed / f"{chapter.stem}.ipynb"
+    if run and (not nb_path.is_file() or run.get("sha256") != hashlib.sha256(nb_path.read_bytes()).hexdigest()):
+        run = None  # timed, but the executed notebook there now is another one: not this build's measurement
     sections = section_seconds(json.loads(nb_path.read_text(encoding="utf-8"))) if nb_path.is_file() else {}
     manifest = slides / chapter.stem / "manifest.json"
     return Measured(

@@ -5,6 +5,7 @@ the page generator (scripts/make_teaching.py), the slide folders (scripts/slides
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import re
@@ -117,10 +118,6 @@ def _fake_build(tmp_path: Path, seconds: float | None) -> Path:
     timestamps on its cells."""
     executed = tmp_path / "executed"
     executed.mkdir()
-    if seconds is not None:
-        entry = {"seconds": seconds, "ok": True, "size": "quick", "jobs": 2, "reader_venv": True}
-        entry["finished"] = "2026-01-02T03:04:05Z"
-        (executed / "timings.json").write_text(json.dumps({"03-scaled-dot-product-attention": entry}))
     stamp = {"iopub.execute_input": "2026-01-02T03:00:00.000000Z", "shell.execute_reply": "2026-01-02T03:00:07.250Z"}
     nb = {
         "cells": [
@@ -130,7 +127,12 @@ def _fake_build(tmp_path: Path, seconds: float | None) -> Path:
             {"cell_type": "code", "source": "y = 2", "metadata": {}, "outputs": []},
         ]
     }
-    (executed / "03-scaled-dot-product-attention.ipynb").write_text(json.dumps(nb))
+    notebook = executed / "03-scaled-dot-product-attention.ipynb"
+    notebook.write_text(json.dumps(nb))
+    if seconds is not None:
+        entry = {"seconds": seconds, "ok": True, "size": "quick", "jobs": 2, "reader_venv": True}
+        entry.update(finished="2026-01-02T03:04:05Z", sha256=hashlib.sha256(notebook.read_bytes()).hexdigest())
+        (executed / "timings.json").write_text(json.dumps({"03-scaled-dot-product-attention": entry}))
     return executed
 
 
@@ -147,6 +149,12 @@ def test_pages_take_running_times_from_the_build_and_say_when_there_are_none(tmp
     unmeasured = make_teaching.expected_files(executed=_fake_build(tmp_path, None), slides=slides_dir)[page]
     assert "| Running time | not measured in this build" in unmeasured
     assert "Not built in this build: run `python scripts/slides.py`" in unmeasured
+    # timings of another execution than the notebook there now are not this build's
+    (tmp_path / "again").mkdir()
+    executed = _fake_build(tmp_path / "again", 41.3)
+    (executed / "03-scaled-dot-product-attention.ipynb").write_text(json.dumps({"cells": []}))
+    stale = make_teaching.expected_files(executed=executed, slides=slides_dir)[page]
+    assert "| Running time | not measured in this build" in stale
 
 
 def test_generator_is_deterministic(tmp_path: Path):
@@ -240,8 +248,10 @@ def test_execute_chapters_merges_timings(tmp_path: Path):
     path = tmp_path / "timings.json"
     path.write_text(json.dumps({"01-a": {"seconds": 5.0, "ok": True}}))
     outcomes = [execute_chapters.Outcome("02-b.md", 12.345, None), execute_chapters.Outcome("03-c.md", 3.0, "boom")]
+    (tmp_path / "02-b.ipynb").write_text("{}")
     execute_chapters.record_timings(outcomes, jobs=2, reader=False, path=path)
     timings = json.loads(path.read_text())
+    assert timings["02-b"]["sha256"] == hashlib.sha256(b"{}").hexdigest() and timings["03-c"]["sha256"] is None
     assert list(timings) == ["01-a", "02-b", "03-c"] and timings["01-a"] == {"seconds": 5.0, "ok": True}
     assert timings["02-b"]["seconds"] == 12.3 and timings["02-b"]["ok"] and timings["02-b"]["jobs"] == 2
     assert timings["03-c"]["ok"] is False
