@@ -166,11 +166,11 @@ def record_timings(outcomes: list[Outcome], jobs: int, reader: bool, path: Path 
     """Merge the chapters' wall times into ``path`` (``{"NN-slug": {...}}``), keeping the entries of chapters not run.
 
     Each entry: ``seconds`` (first cell to last, as :func:`run_notebook` measures), ``ok`` (every cell ran), ``size``
-    (``quick`` or ``full``), ``jobs`` (chapters run at once), ``reader_venv`` (run as a reader meets it) and
-    ``finished`` (UTC, to the second) and ``sha256``, the executed notebook's hash (``path``'s folder holds it), so that
-    a reader of the timings can tell that they belong to the notebook there now."""
+    (``quick`` or ``full``), ``jobs`` (chapters run at once), ``reader_venv`` (run as a reader meets it), ``recorded``
+    (UTC, to the second, when the runs ended) and ``sha256``, the hash of the executed notebook (in ``path``'s
+    folder), so that a reader of the timings can tell that they belong to the notebook there now."""
     timings = json.loads(path.read_text()) if path.is_file() else {}
-    finished = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    recorded = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     size = "full" if os.environ.get("ATTNBOOK_FULL") == "1" else "quick"
     for outcome in outcomes:
         notebook = path.parent / f"{Path(outcome.name).stem}.ipynb"
@@ -180,7 +180,7 @@ def record_timings(outcomes: list[Outcome], jobs: int, reader: bool, path: Path 
             "size": size,
             "jobs": jobs,
             "reader_venv": reader,
-            "finished": finished,
+            "recorded": recorded,
             "sha256": hashlib.sha256(notebook.read_bytes()).hexdigest() if notebook.is_file() else None,
         }
     path.parent.mkdir(parents=True, exist_ok=True)

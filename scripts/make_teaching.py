@@ -356,7 +356,7 @@ def render_page(teaching: Teaching, syllabus: Syllabus, measured: Measured) -> s
             context += ", as a reader meets it (fresh environment)"
         running = (
             f"{_duration(run['seconds'])} at the {run['size']} size, measured when this build executed the chapter "
-            f"({context}, finished {run['finished']})"
+            f"({context}, recorded {run['recorded']})"
         )
     else:
         running = (

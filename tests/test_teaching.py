@@ -131,7 +131,7 @@ def _fake_build(tmp_path: Path, seconds: float | None) -> Path:
     notebook.write_text(json.dumps(nb))
     if seconds is not None:
         entry = {"seconds": seconds, "ok": True, "size": "quick", "jobs": 2, "reader_venv": True}
-        entry.update(finished="2026-01-02T03:04:05Z", sha256=hashlib.sha256(notebook.read_bytes()).hexdigest())
+        entry.update(recorded="2026-01-02T03:04:05Z", sha256=hashlib.sha256(notebook.read_bytes()).hexdigest())
         (executed / "timings.json").write_text(json.dumps({"03-scaled-dot-product-attention": entry}))
     return executed
 
