@@ -313,6 +313,8 @@ def measure(chapter: Chapter, chapters: Path, executed: Path, slides: Path) -> M
 
 
 def _duration(seconds: float) -> str:
+    if seconds < 0.05:
+        return "under 0.1 s"
     return f"{seconds:.1f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 
