@@ -255,3 +255,39 @@ def test_execute_chapters_merges_timings(tmp_path: Path):
     assert list(timings) == ["01-a", "02-b", "03-c"] and timings["01-a"] == {"seconds": 5.0, "ok": True}
     assert timings["02-b"]["seconds"] == 12.3 and timings["02-b"]["ok"] and timings["02-b"]["jobs"] == 2
     assert timings["03-c"]["ok"] is False
+
+
+def test_a_new_chapter_needs_only_its_data_file(tmp_path: Path):
+    """Writing chapter 07 and its teaching/07-....yaml is enough: its page is generated and the outline links it."""
+    chapters, teaching = tmp_path / "chapters", tmp_path / "teaching"
+    shutil.copytree(ROOT / "chapters", chapters, ignore=shutil.ignore_patterns("*.ipynb", "images"))
+    shutil.copytree(ROOT / "teaching", teaching)
+    stem = "07-exact-attention-in-linear-memory"
+    exercise = "```{code-cell} ipython3\n# Exercise 1: solution\n### BEGIN SOLUTION\nx = 1\n### END SOLUTION\n```\n"
+    (chapters / f"{stem}.md").write_text(f"(ch07)=\n# 07. Exact\n\n## The idea\n\ntext\n\n## Exercises\n\n{exercise}")
+    data = _data("01-attention-as-soft-lookup")
+    data.update(chapter=7, core=["The idea"], optional=[], assignment=[1])
+    data["prerequisites"]["chapters"] = [3]
+    for step in data["lesson_plan"]:
+        step.pop("run", None)
+        if "exercise" in step:
+            step["exercise"] = 1
+    data["lesson_plan"][0]["run"] = ["The idea"]
+    (teaching / f"{stem}.yaml").write_text(yaml.safe_dump(data, allow_unicode=True))
+    files = make_teaching.expected_files(teaching_dir=teaching, chapters=chapters, executed=tmp_path, slides=tmp_path)
+    page = files[make_teaching.OUT / f"{stem}-teaching.md"]
+    assert page.startswith("(teach-ch07)=\n# Teaching chapter 07: Exact attention in linear memory")
+    assert f"[The idea](../executed/{stem}.ipynb#the-idea) | core |" in page
+    long = files[make_teaching.OUT / "course.md"].split("## A 12-week course")[1].split("\n## ")[0]
+    assert (
+        long.count("](#ch07)") == 1
+        and "(#teach-ch07)" in long
+        and "07. Exact attention in linear memory (planned)" not in long
+    )
+    # without its data file the chapter is linked but has no plan (and test_every_written_chapter_... fails)
+    (teaching / f"{stem}.yaml").unlink()
+    files = make_teaching.expected_files(teaching_dir=teaching, chapters=chapters, executed=tmp_path, slides=tmp_path)
+    assert (
+        "- [07. Exact attention in linear memory](#ch07) (no teacher's page yet)"
+        in files[make_teaching.OUT / "course.md"]
+    )
