@@ -11,7 +11,8 @@
 # site/template/package-lock.json) when node_modules is missing or the lockfile changed; (3) chapters whose
 # executed notebook _build/executed/NN-slug.ipynb is missing or stale (older than its chapter or than the
 # attnbook package, different cells, an error output or a cell not run) are executed by scripts/execute_chapters.py;
-# (4) the API reference, _build/api/*.md, from attnbook's docstrings (scripts/api_reference.py), and the
+# (4) the API reference, _build/api/*.md, from attnbook's docstrings (scripts/api_reference.py), the teachers'
+# slide folders and pages (scripts/slides.py, scripts/make_teaching.py: _build/slides/, _build/teaching/), and the
 # chapters' diagrams, chapters/images/, copied next to the executed notebooks (_build/executed/images/) so
 # that their figures resolve; (5) `myst build --html` with the template in site/template; (6) the search index,
 # _build/html/pagefind/, by Pagefind. Exits non-zero if a chapter failed to execute (the site is still built,
@@ -87,6 +88,10 @@ fi
 # (4) The API reference and the diagrams (the pages are built from _build/executed/, so the chapters' relative
 # image paths, images/NN-name.svg, must resolve there).
 .venv/bin/python scripts/api_reference.py
+# The teachers' material: slide-ready folders (_build/slides/), then the teacher's pages and the course outline
+# (_build/teaching/), which take their running times from this build's execution (_build/executed/timings.json).
+.venv/bin/python scripts/slides.py
+.venv/bin/python scripts/make_teaching.py
 rm -rf _build/executed/images
 mkdir -p _build/executed
 if [ -d chapters/images ]; then cp -r chapters/images _build/executed/images; fi

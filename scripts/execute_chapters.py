@@ -20,14 +20,19 @@ Their outputs are carried, cell by cell (the reader notebook has the chapter's c
 the chapter notebooks, so the website is built from this single execution.
 
 Writes _build/executed/NN-slug.ipynb (the chapter with outputs: the site's pages) and, with --reader-venv,
-_build/reader/NN-slug.ipynb (the executed reader notebook). A chapter that runs past --time-limit seconds in all, or
+_build/reader/NN-slug.ipynb (the executed reader notebook). Each chapter's wall time goes into
+_build/executed/timings.json (merged: a chapter not run keeps its entry), which scripts/make_teaching.py turns into
+the teacher's pages' running times. A chapter that runs past --time-limit seconds in all, or
 whose cell raises, is reported with the cell, its first line and the error; the exit status is 1 if any failed.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import hashlib
 import importlib.util
+import json
 import multiprocessing
 import os
 import re
@@ -48,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sync_notebooks import CHAPTERS, ROOT, notebook_from_markdown  # noqa: E402
 
 OUT = ROOT / "_build" / "executed"
+TIMINGS = OUT / "timings.json"
 READER_OUT = ROOT / "_build" / "reader"
 NOTEBOOKS = ROOT / "notebooks"
 READER_KERNEL = "attnbook-reader"
@@ -120,8 +126,8 @@ def _write(nb: nbformat.NotebookNode, target: Path) -> None:
 
 
 def carry_outputs(executed: nbformat.NotebookNode, chapter: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """Copy outputs and execution counts from an executed notebook into the chapter notebook, code cell by code
-    cell; their code cells must be the same, in the same order."""
+    """Copy outputs, execution counts and timestamps from an executed notebook into the chapter notebook, code cell
+    by code cell; their code cells must be the same, in the same order."""
     ran = [c for c in executed.cells if c.cell_type == "code"]
     cells = [c for c in chapter.cells if c.cell_type == "code"]
     if [c.source.strip() for c in ran] != [c.source.strip() for c in cells]:
@@ -129,6 +135,8 @@ def carry_outputs(executed: nbformat.NotebookNode, chapter: nbformat.NotebookNod
     for source, target in zip(ran, cells, strict=True):
         target.outputs = source.get("outputs", [])
         target.execution_count = source.get("execution_count")
+        if "execution" in source.get("metadata", {}):  # nbclient's timestamps: the teacher's pages time sections
+            target.metadata["execution"] = source.metadata["execution"]
     return chapter
 
 
@@ -152,6 +160,31 @@ def execute_reader(md: Path, time_limit: float) -> Outcome:
     except ValueError as exc:
         error = f"{error}; {exc}" if error else str(exc)
     return Outcome(md.name, seconds, error)
+
+
+def record_timings(outcomes: list[Outcome], jobs: int, reader: bool, path: Path = TIMINGS) -> None:
+    """Merge the chapters' wall times into ``path`` (``{"NN-slug": {...}}``), keeping the entries of chapters not run.
+
+    Each entry: ``seconds`` (first cell to last, as :func:`run_notebook` measures), ``ok`` (every cell ran), ``size``
+    (``quick`` or ``full``), ``jobs`` (chapters run at once), ``reader_venv`` (run as a reader meets it), ``recorded``
+    (UTC, to the second, when the runs ended) and ``sha256``, the hash of the executed notebook (in ``path``'s
+    folder), so that a reader of the timings can tell that they belong to the notebook there now."""
+    timings = json.loads(path.read_text()) if path.is_file() else {}
+    recorded = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    size = "full" if os.environ.get("ATTNBOOK_FULL") == "1" else "quick"
+    for outcome in outcomes:
+        notebook = path.parent / f"{Path(outcome.name).stem}.ipynb"
+        timings[Path(outcome.name).stem] = {
+            "seconds": round(outcome.seconds, 1),
+            "ok": outcome.error is None,
+            "size": size,
+            "jobs": jobs,
+            "reader_venv": reader,
+            "recorded": recorded,
+            "sha256": hashlib.sha256(notebook.read_bytes()).hexdigest() if notebook.is_file() else None,
+        }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(dict(sorted(timings.items())), indent=1) + "\n")
 
 
 def _timed(command: list[str], **kwargs) -> float:
@@ -243,6 +276,7 @@ def main() -> int:
             return 1
         execute = execute_reader
     failed = []
+    outcomes = []
     # Fresh worker processes (spawn), not forks of this one, which may already hold a kernel's ZeroMQ sockets.
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         for outcome in pool.map(execute, chapters, [args.time_limit] * len(chapters)):
@@ -250,8 +284,10 @@ def main() -> int:
                 f"{outcome.name:50s} {outcome.seconds:7.1f} s  {'ok' if outcome.error is None else 'FAILED'}",
                 flush=True,
             )
+            outcomes.append(outcome)
             if outcome.error:
                 failed.append(f"{outcome.name}: {outcome.error}")
+    record_timings(outcomes, min(args.jobs, len(chapters)), bool(args.reader_venv))
     for failure in failed:
         print(f"\nFAILED {failure}")
     print(

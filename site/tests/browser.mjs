@@ -11,7 +11,8 @@
 // previous/next links and the sidebar; every diagram (an SVG figure of the chapter's source) renders; every link of
 // the source to a label (`[chapter 05](#ch05)`, `(#appendix-notation)`, `(#api-...)`) is a link on the page.
 // Every internal link (and #anchor) of every page resolves. Then: the search box finds "skew" and its first result
-// opens chapter 05; MultiHeadAttention's API entry opens, with its signature and a link to its chapter; at phone
+// opens chapter 05; MultiHeadAttention's API entry opens, with its signature and a link to its chapter; a teacher's
+// page has its running time, folded answers and a slide zip that downloads, and the course outline links it; at phone
 // width (390 px) no page scrolls sideways. A screenshot of each page is saved. Exits 1 with one line per problem.
 
 import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
@@ -271,6 +272,7 @@ async function main() {
     console.log(`  (pages: ${((Date.now() - started) / 1000).toFixed(1)} s)`);
     await timed('search', () => checkSearch(context, origin, pages, failures));
     await timed('API entry', () => checkApiEntry(context, origin, pages, failures));
+    await timed('teacher page', () => checkTeacherPage(context, origin, pages, failures));
     await timed('phone width', () => checkPhoneWidth(browser, origin, pages, failures));
   } finally {
     await browser.close();
@@ -347,6 +349,47 @@ async function checkApiEntry(context, origin, pages, failures) {
         failures.push(`${api.url}: MultiHeadAttention's entry does not link to chapter 04 (${chapter04.url}): ${JSON.stringify(entry.chapterLinks)}`);
       } else console.log(`API entry MultiHeadAttention: signature, public-path anchor, link to ${link?.href ?? 'its chapter'}`);
     }
+  } finally {
+    await tab.close();
+  }
+}
+
+/** A teacher's page (the first one): its running time, 3-5 concept checks with folded answers that open, its
+ * slide folder as a zip that downloads, and the course outline linking to it. */
+async function checkTeacherPage(context, origin, pages, failures) {
+  const teacher = pages.find((p) => p.slug.endsWith('-teaching'));
+  const course = pages.find((p) => p.slug === 'course');
+  if (!teacher || !course) {
+    failures.push(`no teacher's page or no course outline among the pages (${teacher?.url}, ${course?.url})`);
+    return;
+  }
+  const tab = await context.newPage();
+  try {
+    await tab.goto(`${origin}${teacher.url}`, { waitUntil: 'load' });
+    const page = await tab.evaluate(() => ({
+      running: [...document.querySelectorAll('tr')].map((tr) => tr.textContent).find((t) => t.startsWith('Running time')),
+      questions: [...document.querySelectorAll('p')].filter((p) => /^Question \d\./.test(p.textContent)).length,
+      zip: [...document.querySelectorAll('a')].map((a) => a.href).find((href) => href.endsWith('.zip')),
+    }));
+    const answers = await tab.locator('details:has(summary:has-text("Answer"))');
+    const count = await answers.count();
+    if (!page.running) failures.push(`${teacher.url}: no "Running time" row`);
+    if (page.questions < 3 || page.questions > 5 || count !== page.questions) {
+      failures.push(`${teacher.url}: ${page.questions} concept checks and ${count} folded answers (want 3-5, one each)`);
+    } else {
+      await answers.first().locator('summary').click();
+      if (!(await answers.first().evaluate((d) => d.open))) failures.push(`${teacher.url}: an answer does not unfold`);
+    }
+    if (!page.zip) failures.push(`${teacher.url}: no link to the slide folder (.zip)`);
+    else {
+      const response = await tab.request.get(page.zip);
+      const body = await response.body();
+      if (!response.ok() || body.subarray(0, 2).toString() !== 'PK') failures.push(`${teacher.url}: the slide zip ${page.zip} does not download as a zip`);
+    }
+    await tab.goto(`${origin}${course.url}`, { waitUntil: 'load' });
+    const linked = await tab.evaluate((url) => [...document.querySelectorAll('a')].some((a) => new URL(a.href).pathname.replace(/\/$/, '') === url.replace(/\/$/, '')), teacher.url);
+    if (!linked) failures.push(`${course.url}: the course outline does not link to ${teacher.url}`);
+    console.log(`teacher page ${teacher.url}: ${page.running ?? 'no running time'}; ${page.questions} concept checks; zip ${page.zip ? 'downloads' : 'missing'}`);
   } finally {
     await tab.close();
   }
