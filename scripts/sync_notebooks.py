@@ -29,9 +29,10 @@ def notebook_from_markdown(md: Path) -> nbformat.NotebookNode:
         if cell.cell_type == "code":
             cell.outputs = []
             cell.execution_count = None
-        # Deterministic cell ids (a hash of the cell, numbered when two cells are equal), so that regenerating a
-        # pair rewrites only the cells that changed instead of every id.
-        digest = hashlib.sha1(f"{cell.cell_type}\n{cell.source}".encode()).hexdigest()[:12]
+        # Deterministic cell ids (a hash of the chapter and the cell, numbered when two cells are equal), so that
+        # regenerating a pair rewrites only the cells that changed instead of every id. The chapter is part of the
+        # hash because the site puts every chapter in one project, where an id may appear once.
+        digest = hashlib.sha1(f"{md.stem}\n{cell.cell_type}\n{cell.source}".encode()).hexdigest()[:12]
         seen[digest] = seen.get(digest, 0) + 1
         cell.id = digest if seen[digest] == 1 else f"{digest}-{seen[digest]}"
     return nb
