@@ -3,6 +3,7 @@ a mechanism diagram drawn by a script, and exercises whose solutions the test su
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -81,3 +82,13 @@ def test_diagrams_match_their_scripts():
         [sys.executable, str(ROOT / "scripts" / "diagrams" / "build.py"), "--check"], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_cell_ids_are_unique_across_the_book():
+    """The site builds every chapter into one project, in which a cell id may appear only once."""
+    seen: dict[str, str] = {}
+    for nb in sorted((ROOT / "chapters").glob("[0-9][0-9]-*.ipynb")):
+        for cell in json.loads(nb.read_text())["cells"]:
+            assert cell["id"] not in seen, f"cell id {cell['id']} is in {seen.get(cell['id'])} and {nb.name}"
+            seen[cell["id"]] = nb.name
+    assert seen
