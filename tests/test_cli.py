@@ -110,14 +110,18 @@ def test_every_preset_runs_end_to_end(preset: str, tmp_path: Path, capsys: pytes
 def test_gpt_validate_test_predict_and_generate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = shrunk("gpt-quick", tmp_path)
     assert run(capsys, "fit", *args)[0] == 0
-    for command in ("validate", "test"):
-        code, _, err = run(capsys, command, *args, "--ckpt_path", "best")
+    records = {name: (tmp_path / name).read_bytes() for name in ("config.yaml", "metrics.csv")}
+    for command in ("validate", "test"):  # the README's evaluation command, with another batch count
+        code, _, err = run(capsys, command, *args, "--ckpt_path", "best", "--data.init_args.val_batches", "2")
         assert code == 0, err[-3000:]
-    assert "test/loss" in read_metrics(tmp_path)  # the test metrics join the run's log
+        assert "val_batches: 2" in (tmp_path / command / "config.yaml").read_text()  # its own records
+    assert "test/loss" in read_metrics(tmp_path / "test") and "val/loss" in read_metrics(tmp_path / "validate")
     code, out, err = run(capsys, "predict", *args, "--ckpt_path", "last", "--model.init_args.max_new_tokens", "8")
     assert code == 0, err[-3000:]
     assert out.count(" -> ") == 4  # one continuation per window of the first test batch
-    assert (tmp_path / "predictions.pt").is_file()
+    assert (tmp_path / "predict" / "predictions.pt").is_file()
+    # the training run's recipe and log are as training left them
+    assert {name: (tmp_path / name).read_bytes() for name in records} == records
 
     last = str(tmp_path / "checkpoints" / "last.ckpt")
     code, out, err = run(capsys, "generate", "--ckpt", last, "--prompt", "def ", "--max_new_tokens", "30")
