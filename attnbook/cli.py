@@ -116,8 +116,8 @@ def _trainer_command(argv: list[str]) -> int:
     saved_argv = sys.argv
     sys.argv = sys.argv[:1]  # the arguments are passed explicitly; LightningCLI warns if it sees them twice
     try:
-        no_abbreviations = {command: {"allow_abbrev": False} for command in _TRAINER_COMMANDS}
-        cli = AttnbookCLI(args=argv, parser_kwargs={"exit_on_error": False, "prog": "attnbook", **no_abbreviations})
+        parser_kwargs = {"exit_on_error": False, "prog": "attnbook", "allow_abbrev": False}  # subcommands inherit it
+        cli = AttnbookCLI(args=argv, parser_kwargs=parser_kwargs)
     except ArgumentError as err:
         return _error(f"{_tidy(str(err))}\n(see `attnbook {argv[0]} --help` for the accepted options)", 2)
     finally:

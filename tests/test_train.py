@@ -36,8 +36,6 @@ from attnbook.train import engine as engine_module
 from attnbook.train.checkpoint import CorruptCheckpointError
 from attnbook.train.lock import RunFolderLockedError, RunLock
 
-REPO = Path(__file__).resolve().parents[1]
-
 #: Shrinks the gpt-quick preset to a run of seconds: a 1-layer 32-dim GPT on 20k characters of the stdlib.
 TINY_GPT = [
     "--model.init_args.n_layer", "1", "--model.init_args.n_head", "2", "--model.init_args.n_embd", "32",
@@ -46,13 +44,6 @@ TINY_GPT = [
     "--data.init_args.batches_per_epoch", "6", "--data.init_args.val_batches", "2",
     "--engine.progress_bar", "false", "--engine.loggers", "[csv]", "--trainer.log_every_n_steps", "3",
 ]  # fmt: skip
-
-
-def _subprocess_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
-    env["OMP_NUM_THREADS"] = "1"  # same arithmetic in every run, and no oversubscription on a shared CPU
-    return env
 
 
 @pytest.fixture(scope="module")
@@ -396,11 +387,12 @@ def _logged(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
 
 
 @pytest.mark.slow
-def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+def test_resume_after_sigkill_matches_an_uninterrupted_run(
+    tmp_path: Path, attnbook_command: list[str], subprocess_env: dict[str, str]
+) -> None:
     epochs = 8
-    command = [sys.executable, "-m", "attnbook.cli", "fit", "--config", "gpt-quick", *TINY_GPT]
-    command += ["--trainer.max_epochs", str(epochs)]
-    env = _subprocess_env()
+    command = [*attnbook_command, "fit", "--config", "gpt-quick", *TINY_GPT, "--trainer.max_epochs", str(epochs)]
+    env = subprocess_env
 
     straight = tmp_path / "straight"
     subprocess.run([*command, "--engine.run_dir", str(straight)], env=env, check=True, capture_output=True)

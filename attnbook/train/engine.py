@@ -135,6 +135,13 @@ def clear_run_logs(run_dir: str | os.PathLike[str]) -> None:
             old.unlink()
 
 
+def _in_notebook() -> bool:
+    """Whether this process is a Jupyter kernel (its output is a live display, where a progress bar redraws)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return shell is not None and hasattr(shell, "kernel")
+
+
 def trainer_kwargs(engine: EngineOptions, fresh_logs: bool = False, **kwargs: Any) -> dict[str, Any]:
     """Trainer arguments: ``kwargs`` (the config's ``trainer:`` section) completed by the engine's options.
 
@@ -189,7 +196,7 @@ def trainer_kwargs(engine: EngineOptions, fresh_logs: bool = False, **kwargs: An
     if out.get("enable_progress_bar") is None:
         out["enable_progress_bar"] = engine.progress_bar
     if out["enable_progress_bar"]:  # a redrawn bar in a terminal or notebook; one line per epoch in a log file
-        interactive = sys.stderr.isatty() or "ipykernel" in sys.modules
+        interactive = _in_notebook() or (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())
         callbacks.append(TQDMProgressBar(engine.progress_refresh_rate) if interactive else EpochProgressLines())
     out["callbacks"] = callbacks
     plugins = out.get("plugins")
