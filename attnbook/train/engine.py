@@ -10,14 +10,18 @@ parser and build the same Trainer.
     run_dir/tensorboard/                  TensorBoard events (tensorboard --logdir run_dir)
     run_dir/config.yaml                   the full resolved configuration
     run_dir/cache_key.json                what the checkpoint depends on (written by fit_or_load only)
+    run_dir/run.lock                      held while a run writes the folder (attnbook.train.lock.RunLock)
+    run_dir/validate/, test/, predict/    an evaluation's own log, config.yaml (and predictions.pt)
     run_dir/checkpoints/last.ckpt         written at the end of every epoch (resume: --ckpt_path last)
     run_dir/checkpoints/best.ckpt         the best epoch by engine.monitor (val/loss by default)
     run_dir/checkpoints/epoch=NNN.ckpt    every engine.save_every_n_epochs epochs (0: none)
 
 A ``fit`` without ``--ckpt_path`` refuses a folder that already holds a run (``engine.overwrite: true`` starts
-it over); ``--ckpt_path last`` resumes it and appends to its logs. Under data parallelism the datamodules split
-each epoch across ranks themselves (``engine.lightning_distributed_sampler`` hands that back to Lightning).
-Checkpoints are written atomically (:class:`~attnbook.train.checkpoint.AtomicCheckpointIO`). The engine
+it over); ``--ckpt_path last`` resumes it and appends to its logs (dropping rows logged after that checkpoint).
+One process writes a folder at a time (its lock); evaluation writes only to its subfolder and loading a finished
+run writes nothing, so runs on read-only shares can be evaluated and loaded. Under data parallelism the
+datamodules split each epoch across ranks themselves (``engine.lightning_distributed_sampler`` hands that back
+to Lightning). Checkpoints are written atomically (:class:`~attnbook.train.checkpoint.AtomicCheckpointIO`). The engine
 adds a learning-rate monitor, the throughput/MFU monitor (:class:`~attnbook.train.callbacks.ThroughputMonitor`,
 ``engine.peak_flops``) and a progress bar to whatever ``trainer.callbacks`` the config lists. Everything
 else -- precision (``bf16-mixed``), gradient accumulation, clipping, devices, DDP/FSDP strategies,
@@ -454,10 +458,13 @@ def fit_or_load(
     checkpoints and logs are deleted and the run trains afresh -- a stale model is never loaded silently.
 
     With a matching ``run_dir/checkpoints/last.ckpt`` the run is resumed from it: a finished run trains no step
-    and just restores its weights, an interrupted one finishes. Same parser, same Trainer, same checkpoints
-    as ``attnbook fit --config <config> --ckpt_path last``. Like the command, it seeds Python, NumPy and
-    PyTorch with the config's ``seed_everything`` (0 in the presets). Chapters leave ``run_dir`` to the
-    default and pass quiet overrides such as
+    and just restores its weights, writing nothing (the folder may be read-only), an interrupted one finishes.
+    Training holds the folder's lock: a second call on the same folder meanwhile (another notebook) waits,
+    then loads what the first trained. A checkpoint that cannot be read raises
+    :class:`~attnbook.train.checkpoint.CorruptCheckpointError` naming it (``retrain=True`` trains it again).
+    Same parser, same Trainer, same checkpoints as ``attnbook fit --config <config> --ckpt_path last``. Like the
+    command, it seeds Python, NumPy and PyTorch with the config's ``seed_everything`` (0 in the presets).
+    Chapters leave ``run_dir`` to the default and pass quiet overrides such as
     ``["--engine.progress_bar", "false", "--trainer.enable_model_summary", "false"]``.
     """
     config_path = resolve_config(config)
