@@ -107,3 +107,17 @@ def make_read_only(tmp_path_factory: pytest.TempPathFactory):
     yield apply
     for path, mode in reversed(changed):
         os.chmod(path, mode)
+
+
+@pytest.fixture
+def logged_steps():
+    """``logged_steps(run_dir, metric)``: the step of every row of ``metrics.csv`` that holds ``metric``, in file
+    order (unlike ``read_metrics``, which keeps one value per step, this shows a step logged twice)."""
+    import csv
+    from pathlib import Path
+
+    def steps(run_dir: os.PathLike[str], metric: str = "train/loss") -> list[int]:
+        with (Path(run_dir) / "metrics.csv").open(newline="") as handle:
+            return [int(row["step"]) for row in csv.DictReader(handle) if row.get(metric)]
+
+    return steps

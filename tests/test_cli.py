@@ -199,7 +199,7 @@ def _wait_for(path: Path, process: subprocess.Popen, seconds: float = 180) -> No
 
 
 def test_a_second_fit_into_a_running_folder_is_refused_naming_the_holder(
-    tmp_path: Path, attnbook_command: list[str], subprocess_env: dict[str, str]
+    tmp_path: Path, attnbook_command: list[str], subprocess_env: dict[str, str], logged_steps
 ) -> None:
     args = [*shrunk("gpt-quick", tmp_path), "--trainer.max_epochs", "100000"]  # runs until stopped
     first = subprocess.Popen([*attnbook_command, "fit", *args], env=subprocess_env, stderr=subprocess.DEVNULL)
@@ -217,12 +217,12 @@ def test_a_second_fit_into_a_running_folder_is_refused_naming_the_holder(
     finally:
         first.kill()
         first.wait()
-    steps = [step for step, _ in read_metrics(tmp_path)["train/loss"]]
-    assert steps == sorted(set(steps))  # one run's rows only
+    steps = logged_steps(tmp_path)
+    assert steps == sorted(set(steps))  # one run's rows only, each step once
 
 
 def test_ctrl_c_exits_130_saying_how_to_resume_and_resuming_logs_each_step_once(
-    tmp_path: Path, attnbook_command: list[str], subprocess_env: dict[str, str]
+    tmp_path: Path, attnbook_command: list[str], subprocess_env: dict[str, str], logged_steps
 ) -> None:
     args = [*shrunk("gpt-quick", tmp_path), "--data.init_args.batches_per_epoch", "40"]
     run_ = subprocess.Popen(
@@ -243,10 +243,8 @@ def test_ctrl_c_exits_130_saying_how_to_resume_and_resuming_logs_each_step_once(
         env=subprocess_env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert resume.returncode == 0, resume.stderr[-2000:]
-    logged = read_metrics(tmp_path)
-    steps = [step for step, _ in logged["train/loss"]]
-    assert steps == list(range(40 * (epoch + 2)))  # every step once, none twice
-    assert len(logged["val/loss"]) == epoch + 2
+    assert logged_steps(tmp_path) == list(range(40 * (epoch + 2)))  # every step once, none twice
+    assert len(logged_steps(tmp_path, "val/loss")) == epoch + 2
 
 
 def test_a_failed_resume_keeps_the_run_records(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -350,7 +350,7 @@ def test_run_lock_names_its_holder_and_takes_over_a_stale_one(tmp_path: Path, ca
 
 
 def test_two_notebooks_training_one_chapter_share_one_run(
-    tmp_path: Path, subprocess_env: dict[str, str], subprocess_shim: str
+    tmp_path: Path, subprocess_env: dict[str, str], subprocess_shim: str, logged_steps
 ) -> None:
     """Two processes call fit_or_load on one run folder at once: one trains, the other waits and loads it."""
     script = tmp_path / "notebook.py"
@@ -372,8 +372,8 @@ def test_two_notebooks_training_one_chapter_share_one_run(
     results = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
     assert sorted(r["trained"] for r in results) == [False, True]
     assert results[0]["step"] == results[1]["step"] == 18 and results[0]["weight"] == results[1]["weight"]
-    steps = [step for step, _ in read_metrics(tmp_path / "run")["train/loss"]]
-    assert steps == sorted(set(steps))  # one run's log, each step once
+    steps = logged_steps(tmp_path / "run")
+    assert steps == sorted(set(steps)) and len(steps) == 18 // 3  # one run's log, each logged step once
     assert not (tmp_path / "run" / "run.lock").exists()
 
 
