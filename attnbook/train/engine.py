@@ -512,7 +512,9 @@ def fit_or_load(
         elif _finished(trainer, state):
             _without_writers(trainer)
         start_step = 0 if state is None else int(state.get("global_step", 0))
-        trainer.fit(module, datamodule=datamodule, ckpt_path=None if state is None else str(last))
+        with warnings.catch_warnings():  # the checkpoint writers are left out on purpose when loading
+            warnings.filterwarnings("ignore", message=".*callbacks used to create the checkpoint need to be provided")
+            trainer.fit(module, datamodule=datamodule, ckpt_path=None if state is None else str(last))
     finally:
         lock.release()
     module.eval()
