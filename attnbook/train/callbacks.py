@@ -131,7 +131,8 @@ class EpochProgressLines(ProgressBar):
         self._enabled = True
 
     def print(self, *args: Any, **kwargs: Any) -> None:
-        print(*args, file=self._stream or sys.stderr, flush=True, **kwargs)
+        kwargs.setdefault("file", self._stream or sys.stderr)
+        print(*args, flush=True, **kwargs)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._start = time.perf_counter()
