@@ -116,7 +116,8 @@ def _trainer_command(argv: list[str]) -> int:
     saved_argv = sys.argv
     sys.argv = sys.argv[:1]  # the arguments are passed explicitly; LightningCLI warns if it sees them twice
     try:
-        cli = AttnbookCLI(args=argv, parser_kwargs={"exit_on_error": False, "prog": "attnbook"})
+        parser_kwargs = {"exit_on_error": False, "prog": "attnbook", "allow_abbrev": False}  # subcommands inherit it
+        cli = AttnbookCLI(args=argv, parser_kwargs=parser_kwargs)
     except ArgumentError as err:
         return _error(f"{_tidy(str(err))}\n(see `attnbook {argv[0]} --help` for the accepted options)", 2)
     finally:
@@ -129,7 +130,9 @@ def _trainer_command(argv: list[str]) -> int:
 def _presets_command(argv: list[str]) -> int:
     from attnbook.train.presets import preset_description, preset_names
 
-    argparse.ArgumentParser(prog="attnbook presets", description="List the shipped presets.").parse_args(argv)
+    argparse.ArgumentParser(
+        prog="attnbook presets", description="List the shipped presets.", allow_abbrev=False
+    ).parse_args(argv)
     names = preset_names()
     width = max(len(n) for n in names)
     for name in names:
@@ -138,7 +141,9 @@ def _presets_command(argv: list[str]) -> int:
 
 
 def _generate_command(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="attnbook generate", description="Sample text from a trained GPT checkpoint.")
+    parser = argparse.ArgumentParser(
+        prog="attnbook generate", description="Sample text from a trained GPT checkpoint.", allow_abbrev=False
+    )
     parser.add_argument(
         "--ckpt", required=True, help="a checkpoint of a GPT run (e.g. runs/gpt-quick/checkpoints/last.ckpt)"
     )
@@ -158,12 +163,20 @@ def _generate_command(argv: list[str]) -> int:
         return _error(f"--temperature must be > 0, got {args.temperature}", 2)
     if args.top_k is not None and args.top_k < 1:
         return _error(f"--top_k must be >= 1, got {args.top_k}", 2)
+    if args.num_samples < 1:
+        return _error(f"--num_samples must be >= 1, got {args.num_samples}", 2)
     import torch
 
     from attnbook.train.engine import load_module
     from attnbook.train.modules import GPTModule
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    try:
+        device_type = torch.device(device).type
+    except RuntimeError:
+        return _error(f"--device: {device!r} is not a device; use cpu, cuda, cuda:N or auto", 2)
+    if device_type == "cuda" and not torch.cuda.is_available():
+        return _error(f"--device {device}: this machine has no CUDA GPU that PyTorch can use; use --device cpu", 2)
     module = load_module(args.ckpt, map_location=device)
     if not isinstance(module, GPTModule):
         return _error(f"--ckpt: {args.ckpt!r} holds a {type(module).__name__}, not a GPT", 2)
@@ -203,17 +216,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command in _TRAINER_COMMANDS:
             return _trainer_command(args)
         return commands[command](rest)
-    except KeyboardInterrupt:
-        return _error("interrupted", 130)
+    except KeyboardInterrupt as interrupt:  # RunInterrupted says how to resume
+        return _error(str(interrupt) or "interrupted", 130)
     except SystemExit as exit_:  # argparse's own usage errors (already printed)
         return int(exit_.code or 0) if not isinstance(exit_.code, str) else _error(exit_.code, 2)
     except Exception as err:  # one clear line instead of a traceback; ATTNBOOK_DEBUG=1 shows it
         if os.environ.get("ATTNBOOK_DEBUG"):
             raise
         from attnbook.train.callbacks import NonFiniteLossError
+        from attnbook.train.lock import RunFolderLockedError
 
         message = _tidy_instantiation_error(str(err))
-        plain = isinstance(err, (ValueError, FileNotFoundError, FileExistsError, NonFiniteLossError))
+        plain = (ValueError, FileNotFoundError, FileExistsError, NonFiniteLossError, RunFolderLockedError)
+        plain = isinstance(err, plain)
         return _error(message if plain else f"{type(err).__name__}: {message}", 1)
 
 

@@ -62,7 +62,7 @@ PAGES = [
     (
         "train",
         "attnbook.train",
-        ["engine", "modules", "data", "presets", "schedule", "callbacks", "checkpoint", "loggers", "curves"],
+        ["engine", "modules", "data", "presets", "schedule", "callbacks", "checkpoint", "lock", "loggers", "curves"],
     ),
     ("utilities", "attnbook.config, .profiling, .viz, .cli", ["config", "profiling", "viz", "cli"]),
 ]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import lightning.pytorch  # noqa: F401  (imported here, its log handlers bind to a stream that stays open)
@@ -110,14 +112,18 @@ def test_every_preset_runs_end_to_end(preset: str, tmp_path: Path, capsys: pytes
 def test_gpt_validate_test_predict_and_generate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = shrunk("gpt-quick", tmp_path)
     assert run(capsys, "fit", *args)[0] == 0
-    for command in ("validate", "test"):
-        code, _, err = run(capsys, command, *args, "--ckpt_path", "best")
+    records = {name: (tmp_path / name).read_bytes() for name in ("config.yaml", "metrics.csv")}
+    for command in ("validate", "test"):  # the README's evaluation command, with another batch count
+        code, _, err = run(capsys, command, *args, "--ckpt_path", "best", "--data.init_args.val_batches", "2")
         assert code == 0, err[-3000:]
-    assert "test/loss" in read_metrics(tmp_path)  # the test metrics join the run's log
+        assert "val_batches: 2" in (tmp_path / command / "config.yaml").read_text()  # its own records
+    assert "test/loss" in read_metrics(tmp_path / "test") and "val/loss" in read_metrics(tmp_path / "validate")
     code, out, err = run(capsys, "predict", *args, "--ckpt_path", "last", "--model.init_args.max_new_tokens", "8")
     assert code == 0, err[-3000:]
     assert out.count(" -> ") == 4  # one continuation per window of the first test batch
-    assert (tmp_path / "predictions.pt").is_file()
+    assert (tmp_path / "predict" / "predictions.pt").is_file()
+    # the training run's recipe and log are as training left them
+    assert {name: (tmp_path / name).read_bytes() for name in records} == records
 
     last = str(tmp_path / "checkpoints" / "last.ckpt")
     code, out, err = run(capsys, "generate", "--ckpt", last, "--prompt", "def ", "--max_new_tokens", "30")
@@ -182,3 +188,144 @@ def test_generate_refuses_a_checkpoint_that_is_not_a_gpt(tmp_path: Path, capsys:
     assert run(capsys, "fit", *shrunk("pointer-hull-quick", tmp_path))[0] == 0
     code, _, err = run(capsys, "generate", "--ckpt", str(tmp_path / "checkpoints" / "last.ckpt"))
     assert code == 2 and "holds a PointerModule, not a GPT" in err
+
+
+# ------------------------------------------------------------------------------------------------ records
+def _wait_for(path: Path, process: subprocess.Popen, seconds: float = 180) -> None:
+    deadline = time.monotonic() + seconds
+    while not path.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert path.exists(), f"{path} never appeared (the process exited with {process.poll()})"
+
+
+def test_a_second_fit_into_a_running_folder_is_refused_naming_the_holder(
+    tmp_path: Path, attnbook_command: list[str], subprocess_env: dict[str, str], logged_steps
+) -> None:
+    args = [*shrunk("gpt-quick", tmp_path), "--trainer.max_epochs", "100000"]  # runs until stopped
+    first = subprocess.Popen([*attnbook_command, "fit", *args], env=subprocess_env, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(tmp_path / "checkpoints" / "last.ckpt", first)
+        second = subprocess.run(
+            [*attnbook_command, "fit", *args, "--engine.overwrite", "true"],
+            env=subprocess_env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert first.poll() is None, "the first run ended before the second tried"
+        assert second.returncode == 1, second.stderr[-2000:]
+        assert f"the run folder '{tmp_path}' is in use by another run: process {first.pid} on " in second.stderr
+        assert "Traceback" not in second.stderr
+        assert (tmp_path / "checkpoints" / "last.ckpt").is_file()  # --engine.overwrite did not clear the live run
+    finally:
+        first.kill()
+        first.wait()
+    steps = logged_steps(tmp_path)
+    assert steps == sorted(set(steps))  # one run's rows only, each step once
+
+
+def test_ctrl_c_exits_130_saying_how_to_resume_and_resuming_logs_each_step_once(
+    tmp_path: Path, attnbook_command: list[str], subprocess_env: dict[str, str], logged_steps
+) -> None:
+    args = [*shrunk("gpt-quick", tmp_path), "--data.init_args.batches_per_epoch", "40"]
+    run_ = subprocess.Popen(
+        [*attnbook_command, "fit", *args, "--trainer.max_epochs", "100000"],
+        env=subprocess_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    _wait_for(last, run_)
+    time.sleep(1.0)  # part-way into the next epoch: its steps are logged, but not checkpointed
+    run_.send_signal(signal.SIGINT)
+    _, err = run_.communicate(timeout=120)
+    assert run_.returncode == 130, err[-2000:]
+    assert f"attnbook: error: interrupted; '{last}' holds the last finished epoch" in err
+    assert "resume with the same command and --ckpt_path last" in err
+    epoch = torch.load(last, weights_only=False)["epoch"]
+    resume = subprocess.run(
+        [*attnbook_command, "fit", *args, "--trainer.max_epochs", str(epoch + 2), "--ckpt_path", "last"],
+        env=subprocess_env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert resume.returncode == 0, resume.stderr[-2000:]
+    assert logged_steps(tmp_path) == list(range(40 * (epoch + 2)))  # every step once, none twice
+    assert len(logged_steps(tmp_path, "val/loss")) == epoch + 2
+
+
+def test_a_failed_resume_keeps_the_run_records(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "fit", *shrunk("pointer-hull-quick", tmp_path))[0] == 0
+    records = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    assert {"config.yaml", "metrics.csv"} <= set(records)
+    code, _, err = run(capsys, "fit", *shrunk("seq2seq-quick", tmp_path), "--ckpt_path", "last")  # another model
+    assert code == 1 and "state_dict" in err
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == records
+
+
+@pytest.mark.parametrize("command", ["validate", "test", "predict"])
+def test_evaluating_a_missing_last_checkpoint_is_an_error(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, command, *shrunk("gpt-quick", tmp_path / "no-run"), "--ckpt_path", "last")
+    assert code == 1, err[-2000:]
+    assert f"--ckpt_path last: no last checkpoint at '{tmp_path / 'no-run' / 'checkpoints' / 'last.ckpt'}'" in err
+    assert not (tmp_path / "no-run").exists()  # nothing evaluated, nothing written
+
+
+def test_evaluating_a_run_on_a_read_only_share(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture, make_read_only
+) -> None:
+    args = shrunk("gpt-quick", tmp_path / "run")
+    assert run(capsys, "fit", *args, "--engine.loggers", "[csv, tensorboard]")[0] == 0
+    before = {str(p): p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*")}
+    make_read_only(tmp_path / "run")
+    code, out, err = run(capsys, "test", *args, "--ckpt_path", "best")
+    assert code == 0, err[-3000:]
+    assert "test/loss" in out + err  # the results are shown
+    assert "is read-only: the test results are shown, not saved" in caplog.text
+    assert {str(p): p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*")} == before
+
+
+def test_logs_that_are_not_a_terminal_get_one_line_per_epoch(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [*shrunk("gpt-quick", tmp_path), "--engine.progress_bar", "true", "--trainer.max_epochs", "2"]
+    code, _, err = run(capsys, "fit", *args)
+    assert code == 0, err[-3000:]
+    lines = [line for line in err.splitlines() if line.startswith("epoch ")]
+    assert [line.split()[1] for line in lines] == ["1/2", "2/2"]
+    assert all("train/loss" in line and "val/loss" in line for line in lines)
+    assert "\r" not in err and "it/s" not in err  # no progress bar redrawn line by line
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["fit", "--trainer.max_step", "5"], "unrecognized arguments: --trainer.max_step 5"),
+        (["generate", "--ckpt", "x.ckpt", "--max_new", "5"], "unrecognized arguments: --max_new 5"),
+        (["presets", "--he"], "unrecognized arguments: --he"),
+    ],
+)
+def test_option_prefixes_are_not_expanded(
+    args: list[str], needle: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if args[0] == "fit":  # were the prefix expanded, a tiny run in a temporary folder
+        args = [*args, *shrunk("gpt-quick", tmp_path)]
+    code, _, err = run(capsys, *args)
+    assert code == 2 and needle in err
+
+
+def test_generate_rejects_zero_samples_and_a_missing_gpu(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "fit", *shrunk("gpt-quick", tmp_path))[0] == 0
+    last = str(tmp_path / "checkpoints" / "last.ckpt")
+    code, out, err = run(capsys, "generate", "--ckpt", last, "--num_samples", "0")
+    assert code == 2 and "--num_samples must be >= 1, got 0" in err and not out
+    code, _, err = run(capsys, "generate", "--ckpt", last, "--device", "tpu9")
+    assert code == 2 and "--device: 'tpu9' is not a device" in err
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: --device cuda is valid here")
+    code, _, err = run(capsys, "generate", "--ckpt", last, "--device", "cuda")
+    assert code == 2 and "no CUDA GPU" in err and "torch.load" not in err
+
+
+def test_generate_names_a_corrupt_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    corrupt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    corrupt.parent.mkdir(parents=True)
+    corrupt.write_bytes(b"PK\x03\x04 a checkpoint cut short")
+    code, _, err = run(capsys, "generate", "--ckpt", str(corrupt))
+    assert code == 1 and f"the checkpoint '{corrupt}' is corrupt or incomplete" in err
+    assert f"delete the run folder '{tmp_path / 'run'}'" in err and "Traceback" not in err

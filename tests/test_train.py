@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -32,8 +33,8 @@ from attnbook.train import (
 )
 from attnbook.train import checkpoint as checkpoint_module
 from attnbook.train import engine as engine_module
-
-REPO = Path(__file__).resolve().parents[1]
+from attnbook.train.checkpoint import CorruptCheckpointError
+from attnbook.train.lock import RunFolderLockedError, RunLock
 
 #: Shrinks the gpt-quick preset to a run of seconds: a 1-layer 32-dim GPT on 20k characters of the stdlib.
 TINY_GPT = [
@@ -43,13 +44,6 @@ TINY_GPT = [
     "--data.init_args.batches_per_epoch", "6", "--data.init_args.val_batches", "2",
     "--engine.progress_bar", "false", "--engine.loggers", "[csv]", "--trainer.log_every_n_steps", "3",
 ]  # fmt: skip
-
-
-def _subprocess_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
-    env["OMP_NUM_THREADS"] = "1"  # same arithmetic in every run, and no oversubscription on a shared CPU
-    return env
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +149,56 @@ def test_atomic_checkpoint_survives_a_crash_mid_save(tmp_path: Path, monkeypatch
     loaded = torch.load(target, weights_only=True)  # still the complete previous checkpoint
     assert loaded["global_step"] == 1
     torch.testing.assert_close(loaded["weights"], torch.arange(4.0))
-    assert sorted(p.name for p in target.parent.iterdir()) == ["last.ckpt"]  # no temporary files left
+    # its own temporary file is gone; another writer's (perhaps alive: a temporary file names no live process) stays
+    assert sorted(p.name for p in target.parent.iterdir()) == [".last.ckpt.99999.tmp", "last.ckpt"]
+
+
+def test_two_processes_saving_one_checkpoint_both_succeed(
+    tmp_path: Path, subprocess_env: dict[str, str], subprocess_shim: str
+) -> None:
+    """Two notebooks training the same run: each save renames its own temporary file, never the other's."""
+    target = tmp_path / "last.ckpt"
+    script = tmp_path / "saver.py"
+    script.write_text(
+        subprocess_shim
+        + "import sys\nfrom attnbook.train.checkpoint import atomic_torch_save\n"
+        + "for i in range(150):\n"
+        + "    atomic_torch_save({'writer': sys.argv[2], 'i': i, 'x': torch.arange(20000)}, sys.argv[1])\n"
+    )
+    writers = [
+        subprocess.Popen([sys.executable, str(script), str(target), name], env=subprocess_env, stderr=subprocess.PIPE)
+        for name in ("a", "b")
+    ]
+    errors = [writer.communicate(timeout=300)[1].decode() for writer in writers]
+    assert [writer.returncode for writer in writers] == [0, 0], errors
+    final = torch.load(target, weights_only=True)
+    assert final["writer"] in ("a", "b") and final["i"] == 149  # a whole checkpoint of one of them
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt", "saver.py"]  # no temporary file left
+
+
+def test_a_full_disk_names_the_checkpoint_and_keeps_the_previous_one(
+    tmp_path: Path, text_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, data = _tiny_parts(text_file)
+    _tiny_trainer(tmp_path).fit(model, datamodule=data)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    before = {p.name: p.read_bytes() for p in last.parent.iterdir()}
+    assert sorted(before) == ["best.ckpt", "last.ckpt"]
+
+    def disk_full(obj, handle, *args, **kwargs):
+        handle.write(b"PK\x03\x04 the first blocks")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", disk_full)
+    model, data = _tiny_parts(text_file)
+    with pytest.raises(OSError, match="previous checkpoint at .* is intact") as raised:
+        _tiny_trainer(tmp_path, max_epochs=2).fit(model, datamodule=data, ckpt_path=str(last))
+    assert raised.value.errno == errno.ENOSPC and "No space left" in str(raised.value)
+    assert str(tmp_path / "checkpoints") in str(raised.value)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in last.parent.iterdir()} == before  # intact, as the message says
+    assert torch.load(last, weights_only=False)["epoch"] == 0
+    assert not [p.name for p in last.parent.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_engine_uses_atomic_writer_and_stores_the_tokenizer(tmp_path: Path, text_file: Path) -> None:
@@ -253,6 +296,87 @@ def test_fit_or_load_default_folder_is_keyed_and_the_corpus_is_fingerprinted(
     assert fit_or_load("gpt-quick", overrides=overrides).run_dir != first.run_dir  # each code version: its folder
 
 
+def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file and folder under ``folder`` with its size and modification time (ns)."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.rglob("*"))}
+
+
+def test_a_corrupt_cached_checkpoint_names_the_file_and_how_to_retrain(tmp_path: Path) -> None:
+    overrides = [*TINY_GPT, "--trainer.max_epochs", "1"]
+    fit_or_load("gpt-quick", run_dir=tmp_path / "run", overrides=overrides)
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:5000])  # a copy cut short
+    with pytest.raises(CorruptCheckpointError, match="retrain=True") as raised:
+        fit_or_load("gpt-quick", run_dir=tmp_path / "run", overrides=overrides)
+    assert str(last) in str(raised.value) and str(tmp_path / "run") in str(raised.value)
+    assert "Traceback" not in str(raised.value)
+    assert fit_or_load("gpt-quick", run_dir=tmp_path / "run", overrides=overrides, retrain=True).trained
+    assert not fit_or_load("gpt-quick", run_dir=tmp_path / "run", overrides=overrides).trained
+    last.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CorruptCheckpointError, match=f"{last}.*corrupt"):
+        load_module(last)
+
+
+def test_loading_a_finished_run_writes_nothing(tmp_path: Path, make_read_only) -> None:
+    """A teacher's pre-trained run on a read-only share: fit_or_load only reads it (and works without write access)."""
+    overrides = [*TINY_GPT, "--trainer.max_epochs", "2", "--engine.loggers", "[csv, tensorboard]"]
+    first = fit_or_load("gpt-quick", run_dir=tmp_path / "run", overrides=overrides)
+    assert first.trained and list((tmp_path / "run" / "tensorboard").glob("events.*"))
+    before = _snapshot(tmp_path / "run")
+    time.sleep(0.01)  # a rewrite would show in the modification times
+    loaded = fit_or_load("gpt-quick", run_dir=tmp_path / "run", overrides=overrides)
+    assert not loaded.trained and loaded.trainer.global_step == 12
+    assert _snapshot(tmp_path / "run") == before
+    make_read_only(tmp_path / "run")
+    shared = fit_or_load("gpt-quick", run_dir=tmp_path / "run", overrides=overrides)
+    assert not shared.trained
+    for a, b in zip(first.module.parameters(), shared.module.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert _snapshot(tmp_path / "run") == before
+
+
+def test_run_lock_names_its_holder_and_takes_over_a_stale_one(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    held = RunLock(tmp_path).acquire()
+    with pytest.raises(RunFolderLockedError, match=f"{tmp_path}.* in use by another run: process {os.getpid()} on "):
+        RunLock(tmp_path).acquire()
+    held.release()
+    assert not (tmp_path / "run.lock").exists()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a process id that no longer runs, as a killed run leaves in its lock file
+    (tmp_path / "run.lock").write_text(json.dumps({"pid": dead.pid, "host": "here", "started": "earlier"}))
+    with caplog.at_level("WARNING"), RunLock(tmp_path) as lock:
+        assert lock.holder()["pid"] == os.getpid()
+    assert f"taking over a stale lock of process {dead.pid} on here" in caplog.text
+
+
+def test_two_notebooks_training_one_chapter_share_one_run(
+    tmp_path: Path, subprocess_env: dict[str, str], subprocess_shim: str, logged_steps
+) -> None:
+    """Two processes call fit_or_load on one run folder at once: one trains, the other waits and loads it."""
+    script = tmp_path / "notebook.py"
+    script.write_text(
+        subprocess_shim
+        + "import json, sys\nfrom attnbook.train import fit_or_load\n"
+        + "result = fit_or_load('gpt-quick', run_dir=sys.argv[1], overrides=json.loads(sys.argv[2]))\n"
+        + "print(json.dumps({'trained': result.trained, 'step': result.trainer.global_step,"
+        + " 'weight': sum(p.double().sum().item() for p in result.module.parameters())}))\n"
+    )
+    overrides = json.dumps([*TINY_GPT, "--trainer.max_epochs", "3"])
+    command = [sys.executable, str(script), str(tmp_path / "run"), overrides]
+    notebooks = [
+        subprocess.Popen(command, env=subprocess_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outputs = [notebook.communicate(timeout=300) for notebook in notebooks]
+    assert [n.returncode for n in notebooks] == [0, 0], [err[-2000:] for _, err in outputs]
+    results = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
+    assert sorted(r["trained"] for r in results) == [False, True]
+    assert results[0]["step"] == results[1]["step"] == 18 and results[0]["weight"] == results[1]["weight"]
+    steps = logged_steps(tmp_path / "run")
+    assert steps == sorted(set(steps)) and len(steps) == 18 // 3  # one run's log, each logged step once
+    assert not (tmp_path / "run" / "run.lock").exists()
+
+
 # ------------------------------------------------------------------------------------------------ resume after kill
 def _final_state(run_dir: Path) -> dict[str, torch.Tensor]:
     return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
@@ -263,11 +387,12 @@ def _logged(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
 
 
 @pytest.mark.slow
-def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+def test_resume_after_sigkill_matches_an_uninterrupted_run(
+    tmp_path: Path, attnbook_command: list[str], subprocess_env: dict[str, str]
+) -> None:
     epochs = 8
-    command = [sys.executable, "-m", "attnbook.cli", "fit", "--config", "gpt-quick", *TINY_GPT]
-    command += ["--trainer.max_epochs", str(epochs)]
-    env = _subprocess_env()
+    command = [*attnbook_command, "fit", "--config", "gpt-quick", *TINY_GPT, "--trainer.max_epochs", str(epochs)]
+    env = subprocess_env
 
     straight = tmp_path / "straight"
     subprocess.run([*command, "--engine.run_dir", str(straight)], env=env, check=True, capture_output=True)

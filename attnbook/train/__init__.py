@@ -7,6 +7,7 @@
 * :mod:`~attnbook.train.engine` -- the Trainer, the ``LightningCLI``, :func:`fit_or_load`, :func:`load_module`.
 * :mod:`~attnbook.train.presets` -- the shipped YAML presets.
 * :mod:`~attnbook.train.checkpoint` -- atomic checkpoint writes; :mod:`~attnbook.train.callbacks` -- MFU.
+* :mod:`~attnbook.train.lock` -- the run folder's lock: one writer at a time.
 * :mod:`~attnbook.train.curves` -- :func:`plot_learning_curves` from a run folder.
 * :mod:`~attnbook.train.schedule` -- the warm-up + cosine learning-rate schedule.
 
@@ -23,6 +24,7 @@ _EXPORTS = {
     "NonFiniteLossError": "callbacks",
     "ThroughputMonitor": "callbacks",
     "AtomicCheckpointIO": "checkpoint",
+    "CorruptCheckpointError": "checkpoint",
     "atomic_torch_save": "checkpoint",
     "plot_learning_curves": "curves",
     "read_metrics": "curves",
@@ -33,11 +35,14 @@ _EXPORTS = {
     "AttnbookCLI": "engine",
     "EngineOptions": "engine",
     "FitResult": "engine",
+    "RunInterrupted": "engine",
     "fit_or_load": "engine",
     "load_module": "engine",
     "trainer_kwargs": "engine",
     "BookModule": "modules",
     "GPTModule": "modules",
+    "RunFolderLockedError": "lock",
+    "RunLock": "lock",
     "PointerModule": "modules",
     "Seq2SeqModule": "modules",
     "preset_description": "presets",

@@ -10,14 +10,18 @@ parser and build the same Trainer.
     run_dir/tensorboard/                  TensorBoard events (tensorboard --logdir run_dir)
     run_dir/config.yaml                   the full resolved configuration
     run_dir/cache_key.json                what the checkpoint depends on (written by fit_or_load only)
+    run_dir/run.lock                      held while a run writes the folder (attnbook.train.lock.RunLock)
+    run_dir/validate/, test/, predict/    an evaluation's own log, config.yaml (and predictions.pt)
     run_dir/checkpoints/last.ckpt         written at the end of every epoch (resume: --ckpt_path last)
     run_dir/checkpoints/best.ckpt         the best epoch by engine.monitor (val/loss by default)
     run_dir/checkpoints/epoch=NNN.ckpt    every engine.save_every_n_epochs epochs (0: none)
 
 A ``fit`` without ``--ckpt_path`` refuses a folder that already holds a run (``engine.overwrite: true`` starts
-it over); ``--ckpt_path last`` resumes it and appends to its logs. Under data parallelism the datamodules split
-each epoch across ranks themselves (``engine.lightning_distributed_sampler`` hands that back to Lightning).
-Checkpoints are written atomically (:class:`~attnbook.train.checkpoint.AtomicCheckpointIO`). The engine
+it over); ``--ckpt_path last`` resumes it and appends to its logs (dropping rows logged after that checkpoint).
+One process writes a folder at a time (its lock); evaluation writes only to its subfolder and loading a finished
+run writes nothing, so runs on read-only shares can be evaluated and loaded. Under data parallelism the
+datamodules split each epoch across ranks themselves (``engine.lightning_distributed_sampler`` hands that back
+to Lightning). Checkpoints are written atomically (:class:`~attnbook.train.checkpoint.AtomicCheckpointIO`). The engine
 adds a learning-rate monitor, the throughput/MFU monitor (:class:`~attnbook.train.callbacks.ThroughputMonitor`,
 ``engine.peak_flops``) and a progress bar to whatever ``trainer.callbacks`` the config lists. Everything
 else -- precision (``bf16-mixed``), gradient accumulation, clipping, devices, DDP/FSDP strategies,
@@ -33,6 +37,7 @@ import importlib
 import json
 import logging
 import os
+import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,12 +47,13 @@ import lightning.pytorch as pl
 import torch
 from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from attnbook.train.callbacks import ThroughputMonitor
-from attnbook.train.checkpoint import AtomicCheckpointIO
-from attnbook.train.loggers import ResumableCSVLogger
+from attnbook.train.callbacks import EpochProgressLines, ThroughputMonitor
+from attnbook.train.checkpoint import AtomicCheckpointIO, read_checkpoint
+from attnbook.train.lock import RunLock
+from attnbook.train.loggers import MetricsLogCursor, ResumableCSVLogger
 from attnbook.train.modules import BookModule
 from attnbook.train.presets import resolve_config
 
@@ -61,12 +67,18 @@ __all__ = [
     "load_module",
     "code_fingerprint",
     "data_fingerprint",
+    "RunInterrupted",
 ]
 
 log = logging.getLogger(__name__)
 
 _LOGGERS = ("csv", "tensorboard")
 _SPECIAL_CKPT = ("last", "best", "hpc")
+_EVALUATIONS = ("validate", "test", "predict")
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A run stopped by Ctrl-C (``SIGINT``); the message says how to resume it."""
 
 
 @dataclasses.dataclass
@@ -81,7 +93,7 @@ class EngineOptions:
         monitor_mode: ``"min"`` or ``"max"``.
         peak_flops: peak FLOP/s of one device in the run's precision, for the MFU estimate (``None``: looked up
             for known GPUs, none on CPU; see :mod:`attnbook.train.callbacks`).
-        progress_bar: show a progress bar.
+        progress_bar: show progress: a progress bar in a terminal or notebook, one line per epoch in a log file.
         progress_refresh_rate: redraw the bar every this many batches.
         lightning_distributed_sampler: let Lightning wrap the samplers in a ``DistributedSampler`` under data
             parallelism (this sets ``trainer.use_distributed_sampler``). Off by default: the datamodules of
@@ -127,6 +139,13 @@ def clear_run_logs(run_dir: str | os.PathLike[str]) -> None:
             old.unlink()
 
 
+def _in_notebook() -> bool:
+    """Whether this process is a Jupyter kernel (its output is a live display, where a progress bar redraws)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return shell is not None and hasattr(shell, "kernel")
+
+
 def trainer_kwargs(engine: EngineOptions, fresh_logs: bool = False, **kwargs: Any) -> dict[str, Any]:
     """Trainer arguments: ``kwargs`` (the config's ``trainer:`` section) completed by the engine's options.
 
@@ -136,6 +155,7 @@ def trainer_kwargs(engine: EngineOptions, fresh_logs: bool = False, **kwargs: An
     and drops old TensorBoard event files.
     """
     out = dict(kwargs)
+    callbacks = list(out.get("callbacks") or [])
     run_dir = Path(engine.run_dir)
     out["default_root_dir"] = str(run_dir)
     out["use_distributed_sampler"] = engine.lightning_distributed_sampler
@@ -145,11 +165,11 @@ def trainer_kwargs(engine: EngineOptions, fresh_logs: bool = False, **kwargs: An
             clear_run_logs(run_dir)
         if "csv" in engine.loggers:
             loggers.append(ResumableCSVLogger(save_dir=str(run_dir), name="", version=""))
+            callbacks.append(MetricsLogCursor(loggers[-1]))
         if "tensorboard" in engine.loggers:
             loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version=""))
         out["logger"] = loggers or False
     has_logger = bool(out["logger"])
-    callbacks = list(out.get("callbacks") or [])
     if out.get("enable_checkpointing") is not False:
         callbacks.append(
             ModelCheckpoint(
@@ -179,8 +199,9 @@ def trainer_kwargs(engine: EngineOptions, fresh_logs: bool = False, **kwargs: An
         callbacks.append(ThroughputMonitor(engine.peak_flops))
     if out.get("enable_progress_bar") is None:
         out["enable_progress_bar"] = engine.progress_bar
-    if out["enable_progress_bar"]:
-        callbacks.append(TQDMProgressBar(refresh_rate=engine.progress_refresh_rate))
+    if out["enable_progress_bar"]:  # a redrawn bar in a terminal or notebook; one line per epoch in a log file
+        interactive = _in_notebook() or (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())
+        callbacks.append(TQDMProgressBar(engine.progress_refresh_rate) if interactive else EpochProgressLines())
     out["callbacks"] = callbacks
     plugins = out.get("plugins")
     plugins = [] if plugins is None else (list(plugins) if isinstance(plugins, (list, tuple)) else [plugins])
@@ -191,23 +212,64 @@ def trainer_kwargs(engine: EngineOptions, fresh_logs: bool = False, **kwargs: An
 
 
 # ---------------------------------------------------------------------------------------------------- the CLI
+class _SaveConfigOnceRestored(SaveConfigCallback):
+    """Writes ``config.yaml`` when training starts, after the checkpoint it resumes from has loaded (Lightning's
+    callback writes it before): a resume that fails -- a checkpoint of another model -- leaves the run's
+    recorded configuration as it was."""
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            super().setup(trainer, pl_module, stage)
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().setup(trainer, pl_module, "fit")
+
+
 class AttnbookCLI(LightningCLI):
     """``LightningCLI`` over :class:`~attnbook.train.modules.BookModule` subclasses and any LightningDataModule,
-    with the ``engine:`` section of :class:`EngineOptions`, a seed of 0 by default, and a check that
-    ``--ckpt_path`` names an existing file (or ``last``/``best``)."""
+    with the ``engine:`` section of :class:`EngineOptions` and a seed of 0 by default.
+
+    Beyond Lightning's: ``--ckpt_path`` must name an existing file, or ``last``/``best`` of the run folder (a
+    missing one is an error, never random weights); ``fit`` holds the run folder's lock
+    (:class:`~attnbook.train.lock.RunLock`) while it runs; ``validate``/``test``/``predict`` write their logs,
+    configuration and predictions to ``run_dir/<command>/``, never over the training run's records, and nothing
+    at all when the run folder is read-only; Ctrl-C raises :class:`RunInterrupted` saying how to resume."""
 
     def __init__(self, args: Any = None, run: bool = True, **kwargs: Any) -> None:
         kwargs.setdefault("model_class", BookModule)
         kwargs.setdefault("subclass_mode_model", True)
         kwargs.setdefault("datamodule_class", pl.LightningDataModule)
         kwargs.setdefault("subclass_mode_data", True)
+        kwargs.setdefault("save_config_callback", _SaveConfigOnceRestored)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("seed_everything_default", 0)
         kwargs.setdefault("auto_configure_optimizers", False)
         kwargs.setdefault("parser_kwargs", {"exit_on_error": False})
         self.predictions: list[Any] | None = None
         self.fresh_logs = bool(kwargs.pop("fresh_logs", False))
-        super().__init__(args=args, run=run, **kwargs)
+        self.evaluation_dir: Path | None = None
+        self._lock: RunLock | None = None
+        try:
+            super().__init__(args=args, run=run, **kwargs)
+        except SystemExit:  # Lightning turns Ctrl-C into exit code 1 after a graceful shutdown
+            trainer = getattr(self, "trainer", None)
+            if trainer is not None and trainer.interrupted:
+                raise RunInterrupted(self._resume_advice()) from None
+            raise
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+
+    def _resume_advice(self) -> str:
+        if self.subcommand != "fit":
+            return f"{self.subcommand} interrupted"
+        last = self.engine.checkpoint_dir / "last.ckpt"
+        if not last.is_file():
+            return "interrupted before the first checkpoint: there is nothing to resume; run the command again"
+        return (
+            f"interrupted; {str(last)!r} holds the last finished epoch: resume with the same command and "
+            "--ckpt_path last"
+        )
 
     def add_arguments_to_parser(self, parser: Any) -> None:
         parser.add_class_arguments(EngineOptions, "engine")
@@ -217,16 +279,27 @@ class AttnbookCLI(LightningCLI):
             return
         config = self.config[self.subcommand]
         ckpt_path = config.get("ckpt_path")
-        if ckpt_path == "best":  # a new process has no memory of the best epoch: use the run folder's best.ckpt
-            best = Path(config.engine.run_dir) / "checkpoints" / "best.ckpt"
-            if not best.is_file():
-                raise FileNotFoundError(f"--ckpt_path best: no best checkpoint at {str(best)!r}")
-            config.ckpt_path = ckpt_path = str(best)
+        checkpoints = Path(config.engine.run_dir) / "checkpoints"
+        if ckpt_path in ("last", "best"):  # the run folder's file: a new process has no memory of the best epoch
+            path = checkpoints / f"{ckpt_path}.ckpt"
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"--ckpt_path {ckpt_path}: no {ckpt_path} checkpoint at {str(path)!r} "
+                    "(is --engine.run_dir the folder of a trained run?)"
+                )
+            config.ckpt_path = ckpt_path = str(path)
         if ckpt_path and ckpt_path not in _SPECIAL_CKPT and not Path(ckpt_path).is_file():
             raise FileNotFoundError(f"--ckpt_path: no checkpoint file at {ckpt_path!r}")
+        if self.subcommand in _EVALUATIONS:
+            self.evaluation_dir = _writable_folder(Path(config.engine.run_dir) / self.subcommand)
+            if self.evaluation_dir is None:
+                log.warning(
+                    "%s is read-only: the %s results are shown, not saved", config.engine.run_dir, self.subcommand
+                )
+            return
+        self._lock = RunLock(config.engine.run_dir).acquire()  # fit: the one writer of this folder
         self.fresh_logs = self.subcommand == "fit" and not ckpt_path
         if self.fresh_logs:
-            checkpoints = Path(config.engine.run_dir) / "checkpoints"
             if (checkpoints / "last.ckpt").is_file() and not config.engine.overwrite:
                 raise FileExistsError(
                     f"engine.run_dir {config.engine.run_dir!r} already holds a run ({checkpoints / 'last.ckpt'}): "
@@ -243,15 +316,30 @@ class AttnbookCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
         extra_callbacks = [self._get(self.config_init, c) for c in self._parser(self.subcommand).callback_keys]
         config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
-        return self._instantiate_trainer(trainer_kwargs(self.engine, self.fresh_logs, **config), extra_callbacks)
+        engine, fresh_logs = self.engine, self.fresh_logs
+        if self.subcommand in _EVALUATIONS:  # logs and config in run_dir/<command>/, or nowhere when read-only
+            if self.evaluation_dir is None:
+                config["logger"] = False
+                self.save_config_callback = None
+            else:
+                engine, fresh_logs = dataclasses.replace(engine, run_dir=str(self.evaluation_dir)), True
+        return self._instantiate_trainer(trainer_kwargs(engine, fresh_logs, **config), extra_callbacks)
 
     def predict(self, **kwargs: Any) -> None:
-        """``trainer.predict``, keeping the predictions and saving them to ``run_dir/predictions.pt``."""
+        """``trainer.predict``, keeping the predictions and saving them to ``run_dir/predict/predictions.pt``."""
         kwargs["return_predictions"] = True
         self.predictions = self.trainer.predict(**kwargs)
-        target = Path(self.engine.run_dir) / "predictions.pt"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(self.predictions, target)
+        if self.evaluation_dir is not None:
+            torch.save(self.predictions, self.evaluation_dir / "predictions.pt")
+
+
+def _writable_folder(folder: Path) -> Path | None:
+    """``folder``, created if needed, or ``None`` if it cannot be written (a read-only share)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return folder if os.access(folder, os.W_OK) else None
 
 
 # ---------------------------------------------------------------------------------------------------- chapters
@@ -370,10 +458,13 @@ def fit_or_load(
     checkpoints and logs are deleted and the run trains afresh -- a stale model is never loaded silently.
 
     With a matching ``run_dir/checkpoints/last.ckpt`` the run is resumed from it: a finished run trains no step
-    and just restores its weights, an interrupted one finishes. Same parser, same Trainer, same checkpoints
-    as ``attnbook fit --config <config> --ckpt_path last``. Like the command, it seeds Python, NumPy and
-    PyTorch with the config's ``seed_everything`` (0 in the presets). Chapters leave ``run_dir`` to the
-    default and pass quiet overrides such as
+    and just restores its weights, writing nothing (the folder may be read-only), an interrupted one finishes.
+    Training holds the folder's lock: a second call on the same folder meanwhile (another notebook) waits,
+    then loads what the first trained. A checkpoint that cannot be read raises
+    :class:`~attnbook.train.checkpoint.CorruptCheckpointError` naming it (``retrain=True`` trains it again).
+    Same parser, same Trainer, same checkpoints as ``attnbook fit --config <config> --ckpt_path last``. Like the
+    command, it seeds Python, NumPy and PyTorch with the config's ``seed_everything`` (0 in the presets).
+    Chapters leave ``run_dir`` to the default and pass quiet overrides such as
     ``["--engine.progress_bar", "false", "--trainer.enable_model_summary", "false"]``.
     """
     config_path = resolve_config(config)
@@ -395,20 +486,37 @@ def fit_or_load(
     folder = Path(engine.run_dir)
     key = {**recipe, "data": data_fingerprint(datamodule)}
     last = engine.checkpoint_dir / "last.ckpt"
-    stored = _read_cache_key(folder)
-    resume = last.is_file() and not retrain and stored == key
-    if last.is_file() and not retrain and stored != key:
-        changed = sorted(k for k in key if stored is None or stored.get(k) != key[k])
-        log.warning("%s holds a run of other code or settings (differs in: %s); training afresh", folder, changed)
-    if not resume:  # a fresh run: nothing of an older run in this folder may mix into its logs or checkpoints
-        clear_run_logs(folder)
-        for stale in engine.checkpoint_dir.glob("*.ckpt"):
-            stale.unlink()
-        _write_cache_key(folder, key)
-    start_step = 0
-    if resume:
-        start_step = int(torch.load(last, map_location="cpu", weights_only=False).get("global_step", 0))
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
+
+    def matching_checkpoint() -> dict[str, Any] | None:
+        if retrain or not last.is_file() or _read_cache_key(folder) != key:
+            return None
+        return read_checkpoint(last)
+
+    lock = RunLock(folder)
+    state = matching_checkpoint()
+    if state is None or not _finished(trainer, state):  # this call writes: wait for any other writer, then look again
+        lock.acquire(wait=True)
+        state = matching_checkpoint()
+    try:
+        if state is None:  # a fresh run: nothing of an older run in this folder may mix into its logs or checkpoints
+            if last.is_file() and not retrain:
+                stored = _read_cache_key(folder) or {}
+                changed = sorted(k for k in key if stored.get(k) != key[k])
+                log.warning(
+                    "%s holds a run of other code or settings (differs in: %s); training afresh", folder, changed
+                )
+            clear_run_logs(folder)
+            for stale in engine.checkpoint_dir.glob("*.ckpt"):
+                stale.unlink()
+            _write_cache_key(folder, key)
+        elif _finished(trainer, state):
+            _without_writers(trainer)
+        start_step = 0 if state is None else int(state.get("global_step", 0))
+        with warnings.catch_warnings():  # the checkpoint writers are left out on purpose when loading
+            warnings.filterwarnings("ignore", message=".*callbacks used to create the checkpoint need to be provided")
+            trainer.fit(module, datamodule=datamodule, ckpt_path=None if state is None else str(last))
+    finally:
+        lock.release()
     module.eval()
     best = engine.checkpoint_dir / "best.ckpt"
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
@@ -424,12 +532,32 @@ def fit_or_load(
     )
 
 
+def _finished(trainer: pl.Trainer, state: dict[str, Any]) -> bool:
+    """Whether resuming from the end-of-epoch checkpoint ``state`` trains no step under ``trainer``'s limits."""
+    if (
+        trainer.max_steps is not None
+        and trainer.max_steps >= 0
+        and int(state.get("global_step", 0)) >= trainer.max_steps
+    ):
+        return True
+    max_epochs = trainer.max_epochs
+    return max_epochs is not None and max_epochs >= 0 and int(state.get("epoch", 0)) + 1 >= max_epochs
+
+
+def _without_writers(trainer: pl.Trainer) -> None:
+    """Make ``trainer`` restore a finished run writing nothing (the folder may be a read-only share): no loggers,
+    no config, no checkpoints."""
+    trainer.loggers = []
+    writers = (SaveConfigCallback, ModelCheckpoint, LearningRateMonitor, ThroughputMonitor, MetricsLogCursor)
+    trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, writers)]
+
+
 def load_module(checkpoint: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> BookModule:
     """Load any attnbook checkpoint as its LightningModule (the class is read from the checkpoint), in eval mode."""
     path = Path(checkpoint)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint file at {str(checkpoint)!r}")
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = read_checkpoint(path)
     if "attnbook" not in state:
         raise ValueError(f"{str(checkpoint)!r} was not written by attnbook.train (it has no 'attnbook' entry)")
     module_name, _, class_name = state["attnbook"]["class_path"].rpartition(".")
