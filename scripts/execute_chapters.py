@@ -170,7 +170,7 @@ def record_timings(outcomes: list[Outcome], jobs: int, reader: bool, path: Path 
     (UTC, to the second, when the runs ended) and ``sha256``, the hash of the executed notebook (in ``path``'s
     folder), so that a reader of the timings can tell that they belong to the notebook there now."""
     timings = json.loads(path.read_text()) if path.is_file() else {}
-    recorded = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    recorded = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     size = "full" if os.environ.get("ATTNBOOK_FULL") == "1" else "quick"
     for outcome in outcomes:
         notebook = path.parent / f"{Path(outcome.name).stem}.ipynb"
