@@ -24,9 +24,11 @@ nbgrader itself on chapter 03 and compares.
 from __future__ import annotations
 
 import argparse
+import ast
 import copy
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
@@ -45,7 +47,7 @@ MD_BEGIN, MD_END = f"<!-- {BEGIN} -->", f"<!-- {END} -->"
 NBGRADER_MARKERS = (BEGIN, END, "BEGIN HIDDEN TESTS", "END HIDDEN TESTS", "BEGIN MARK SCHEME", "END MARK SCHEME")
 TEST_POINTS = 1
 ANSWER_POINTS = 1
-SOLUTION_DETAILS = re.compile(r"^(\s*)<details>\n\s*<summary>Solution</summary>\n.*?^\1</details>$", re.M | re.S)
+SOLUTION_DETAILS = re.compile(r"^([ \t]*)<details>\n[ \t]*<summary>Solution</summary>\n.*?^\1</details>$", re.M | re.S)
 
 
 def _nbgrader(grade_id: str, *, solution: bool, grade: bool, points: int | None = None) -> dict:
@@ -103,7 +105,9 @@ def instructor_edition(md: Path, targets=None, references=None) -> nbformat.Note
         nb.cells[solution].metadata["nbgrader"] = _nbgrader(f"ex{k}-code", solution=True, grade=False)
         nb.cells[check].metadata["nbgrader"] = _nbgrader(f"ex{k}-tests", solution=False, grade=True, points=TEST_POINTS)
     others = [
-        i for i, c in enumerate(nb.cells) if i not in {*answers, *solutions} and any(m in c.source for m in NBGRADER_MARKERS)
+        i
+        for i, c in enumerate(nb.cells)
+        if i not in {*answers, *solutions} and any(m in c.source for m in NBGRADER_MARKERS)
     ]
     if others:
         raise ValueError(f"{md.name}: cell {others[0]} has an nbgrader marker (BEGIN/END ...) outside an exercise")
@@ -159,6 +163,82 @@ def exercises(nb: nbformat.NotebookNode) -> list[tuple[int, int]]:
     return list(zip(solutions, checks, strict=True))
 
 
+def bound_names(source: str) -> set[str]:
+    """Every name a cell may bind or delete, at any depth (a superset of what it binds in the notebook's namespace:
+    restoring an extra name to its earlier value changes nothing). IPython syntax (magics) is translated first."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(TransformerManager().transform_cell(source))):
+        magic = isinstance(node, ast.Call) and getattr(node.func, "attr", "") in {"run_line_magic", "run_cell_magic"}
+        if magic and node.args and isinstance(node.args[-1], ast.Constant) and isinstance(node.args[-1].value, str):
+            try:  # the code a magic runs (%time x = f(), %%timeit ...) binds names too
+                names |= bound_names(node.args[-1].value)
+            except SyntaxError:
+                pass
+        if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            names.add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names if a.name != "*"}
+        elif isinstance(node, (ast.ExceptHandler, ast.MatchAs, ast.MatchStar)) and node.name:
+            names.add(node.name)
+        elif isinstance(node, ast.MatchMapping) and node.rest:
+            names.add(node.rest)
+        elif isinstance(node, (ast.Global, ast.Nonlocal)):
+            names |= set(node.names)
+    return names
+
+
+@dataclass
+class StudentRun:
+    """How the chapter's one execution proves its student edition (scripts/execute_chapters.py runs it).
+
+    The student edition's code cells before its first blank are the chapter's own (checked here), so the chapter's
+    execution runs them. In the same kernel, each name a cell from the first blank on may bind is saved before
+    the first blank and before each solution; after the chapter's last cell,
+
+    1. each exercise alone: the names its solution binds go back to their values before the solution ran (or
+       away), and its test cell runs: it must fail;
+    2. the student edition: every such name goes back to its value before the first blank, and the student
+       edition's cells from the first blank on run in order: each blank raises NotImplementedError, each test cell
+       fails, and any other cell runs.
+
+    What a solution changes in place (an object it mutates rather than rebinds) is not undone."""
+
+    first: int  # position of the first blank among the code cells
+    student: list[str]  # the student edition's code cells
+    pairs: list[tuple[int, int]]  # (solution, test) positions among the code cells
+    names: dict[int, list[str]]  # code position >= first -> the names the chapter's cell there may bind
+
+    @property
+    def every_name(self) -> list[str]:
+        return sorted(set().union(*self.names.values()))
+
+
+def student_run(nb: nbformat.NotebookNode, md: Path, targets=None, references=None) -> StudentRun:
+    """The StudentRun of a chapter about to be executed (nb: its notebook, or its reader notebook); ValueError if
+    the student edition is not the chapter with blanks."""
+    chapter = [c.source for c in nb.cells if c.cell_type == "code"]
+    student = [
+        c.source for c in student_edition(instructor_edition(md, targets, references)).cells if c.cell_type == "code"
+    ]
+    pairs = exercises(nb)
+    first = pairs[0][0]
+    solutions = {s for s, _ in pairs}
+    if len(student) != len(chapter):
+        raise ValueError(f"{md.name}: the student edition has {len(student)} code cells, the chapter {len(chapter)}")
+    for i, (ours, theirs) in enumerate(zip(chapter, student, strict=True)):
+        if i not in solutions and ours != theirs:
+            where = "before its first blank" if i < first else "after its first blank"
+            raise ValueError(f"{md.name}: code cell {i + 1} of the student edition ({where}) is not the chapter's")
+        if i in solutions and (ours == theirs or CODE_STUB not in theirs):
+            raise ValueError(f"{md.name}: code cell {i + 1} of the student edition is not blanked")
+    names = {i: sorted(bound_names(chapter[i])) for i in range(first, len(chapter))}
+    return StudentRun(first, student, pairs, names)
+
+
 def render(nb: nbformat.NotebookNode) -> str:
     return nbformat.writes(nb) + "\n"
 
@@ -182,7 +262,7 @@ def release(chapter_files: list[Path], out: Path | None, course: Path | None, st
         editions = {"student": student_edition(instructor)}
         if not student_only:
             editions["instructor"] = instructor
-        for kind, nb in (editions.items() if out else []):
+        for kind, nb in editions.items() if out else []:
             path = out / kind / name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(render(nb))
