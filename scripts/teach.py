@@ -3,6 +3,7 @@
     python scripts/teach.py release --out DIR                  # every chapter: DIR/instructor/, DIR/student/
     python scripts/teach.py release --chapters 03 --out DIR    # some chapters
     python scripts/teach.py release --chapters 03 --course C   # also C/source/ch03/NN-slug.ipynb for nbgrader
+    python scripts/teach.py venv DIR                           # a venv with nbgrader (the `teach` extra) only
 
 The **instructor edition** is the chapter's reader notebook (scripts/reader_notebooks.py: the MyST syntax turned
 into plain Jupyter markdown, the same code cells in the same order) with nbgrader's cell metadata on each exercise:
@@ -27,7 +28,10 @@ import argparse
 import ast
 import copy
 import re
+import subprocess
 import sys
+import time
+import venv
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -274,6 +278,25 @@ def release(chapter_files: list[Path], out: Path | None, course: Path | None, st
             print(f"wrote {path}")
 
 
+def teach_requirements() -> list[str]:
+    """The `teach` extra of pyproject.toml (read without tomllib, which Python 3.10 lacks)."""
+    text = (ROOT / "pyproject.toml").read_text()
+    block = re.search(r"^teach = \[\n(.*?)^\]", text, flags=re.M | re.S)
+    if not block:
+        raise SystemExit("teach.py: pyproject.toml has no `teach` extra")
+    return re.findall(r'^\s*"([^"]+)",', block.group(1), flags=re.M)
+
+
+def make_venv(path: Path) -> float:
+    """A fresh venv at path with the `teach` extra (nbgrader) and nothing of the book: nbgrader runs from it, and
+    grades with whatever Jupyter kernel the notebooks name (put the book's environment first on JUPYTER_PATH)."""
+    start = time.monotonic()
+    venv.create(path, with_pip=True, clear=True)
+    pip = [str(path / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    subprocess.run([*pip, *teach_requirements()], check=True)
+    return time.monotonic() - start
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -284,7 +307,13 @@ def main() -> int:
     rel.add_argument(
         "--course", type=Path, help="an nbgrader course folder: write the instructor edition to source/chNN/"
     )
+    env = commands.add_parser("venv", help="make a venv with nbgrader (the `teach` extra) only")
+    env.add_argument("path", type=Path)
     args = parser.parse_args()
+    if args.command == "venv":
+        seconds = make_venv(args.path)
+        print(f"{args.path}: {', '.join(teach_requirements())} installed in {seconds:.0f} s")
+        return 0
     if not args.out and not args.course:
         parser.error("release needs --out or --course")
     release(_selected(args.chapters), args.out, args.course, args.student_only)
