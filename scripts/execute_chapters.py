@@ -19,6 +19,12 @@ notebooks run, `--jobs` at a time, each in a fresh kernel whose working director
 Their outputs are carried, cell by cell (the reader notebook has the chapter's code cells in the same order), into
 the chapter notebooks, so the website is built from this single execution.
 
+The same execution proves the chapter's student edition (scripts/teach.py): its cells before the first blank are
+the chapter's (checked before running), and after the chapter's last cell, in its kernel, each exercise's test
+runs again with the names its solution binds put back as they were before it, then the student edition's cells
+from the first blank on run in the state from before the first blank (teach.StudentRun): a test that passes
+there, or a blank that does not raise NotImplementedError, fails the chapter. It costs about a second a chapter.
+
 Writes _build/executed/NN-slug.ipynb (the chapter with outputs: the site's pages) and, with --reader-venv,
 _build/reader/NN-slug.ipynb (the executed reader notebook). A chapter that runs past --time-limit seconds in all, or
 whose cell raises, is reported with the cell, its first line and the error; the exit status is 1 if any failed.
