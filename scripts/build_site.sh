@@ -14,7 +14,8 @@
 # (4) the API reference, _build/api/*.md, from attnbook's docstrings (scripts/api_reference.py), the teachers'
 # slide folders and pages (scripts/slides.py, scripts/make_teaching.py: _build/slides/, _build/teaching/), and the
 # chapters' diagrams, chapters/images/, copied next to the executed notebooks (_build/executed/images/) so
-# that their figures resolve; (5) `myst build --html` with the template in site/template; (6) the search index,
+# that their figures resolve; (5) `myst build --html` with the template in site/template, and beside the pages the
+# reader notebooks and each chapter's student edition (notebooks/student/, scripts/teach.py); (6) the search index,
 # _build/html/pagefind/, by Pagefind. Exits non-zero if a chapter failed to execute (the site is still built,
 # showing the error) or if the site build failed.
 set -euo pipefail
@@ -122,6 +123,8 @@ fi
 # The reader notebooks (plain Jupyter, what "Download notebook" gives) are served by the site itself.
 mkdir -p _build/html/notebooks
 cp notebooks/*.ipynb _build/html/notebooks/
+# Beside them, each chapter's student edition (exercises blanked, tests kept: scripts/teach.py).
+.venv/bin/python scripts/teach.py release --student-only --out _build/html/notebooks >/dev/null
 # (6) Full-text search: Pagefind indexes each page's <article data-pagefind-body> (math and cell outputs left out).
 pagefind_start=$(date +%s)
 "$template/node_modules/.bin/pagefind" --site _build/html --exclude-selectors ".katex, .outputs, .anchor" \

@@ -19,6 +19,12 @@ notebooks run, `--jobs` at a time, each in a fresh kernel whose working director
 Their outputs are carried, cell by cell (the reader notebook has the chapter's code cells in the same order), into
 the chapter notebooks, so the website is built from this single execution.
 
+The same execution proves the chapter's student edition (scripts/teach.py): its cells before the first blank are
+the chapter's (checked before running), and after the chapter's last cell, in its kernel, each exercise's test
+runs again with the names its solution binds put back as they were before it, then the student edition's cells
+from the first blank on run in the state from before the first blank (teach.StudentRun): a test that passes
+there, or a blank that does not raise NotImplementedError, fails the chapter. It costs about a second a chapter.
+
 Writes _build/executed/NN-slug.ipynb (the chapter with outputs: the site's pages) and, with --reader-venv,
 _build/reader/NN-slug.ipynb (the executed reader notebook). Each chapter's wall time goes into
 _build/executed/timings.json (merged: a chapter not run keeps its entry), which scripts/make_teaching.py turns into
@@ -51,6 +57,7 @@ from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sync_notebooks import CHAPTERS, ROOT, notebook_from_markdown  # noqa: E402
+from teach import StudentRun, student_run  # noqa: E402
 
 OUT = ROOT / "_build" / "executed"
 TIMINGS = OUT / "timings.json"
@@ -65,6 +72,7 @@ class Outcome:
     name: str
     seconds: float
     error: str | None  # None when every cell ran
+    note: str = ""  # how the student edition was proven
 
 
 def _describe_failure(nb: nbformat.NotebookNode, index: int, exc: Exception, time_limit: float) -> str:
@@ -86,9 +94,25 @@ def _describe_failure(nb: nbformat.NotebookNode, index: int, exc: Exception, tim
     return f"{where}: {error['ename']}: {error['evalue']}\n{tail}"
 
 
-def run_notebook(nb: nbformat.NotebookNode, kernel_name: str, cwd: Path, time_limit: float) -> tuple[float, str | None]:
+SNAPSHOT = """def __attnbook_save__(key, names):
+    globals().setdefault("__attnbook_saved__", {})[key] = {n: globals()[n] for n in names if n in globals()}
+
+
+def __attnbook_restore__(key, names):
+    saved = globals()["__attnbook_saved__"][key]
+    for n in names:
+        if n in saved:
+            globals()[n] = saved[n]
+        else:
+            globals().pop(n, None)"""
+
+
+def run_notebook(
+    nb: nbformat.NotebookNode, kernel_name: str, cwd: Path, time_limit: float, student: StudentRun | None = None
+) -> tuple[float, str | None, str]:
     """Execute nb in place (outputs kept), all its cells within time_limit seconds (counted from the first cell,
-    not the kernel's start); (seconds, a description of the failure or None)."""
+    not the kernel's start); with `student`, then prove the student edition in the same kernel (teach.StudentRun).
+    (seconds, a description of the failure or None, a note on the student edition)."""
     clock: dict[str, float] = {}
     current = {"index": 0}
 
@@ -107,15 +131,87 @@ def run_notebook(nb: nbformat.NotebookNode, kernel_name: str, cwd: Path, time_li
         startup_timeout=120,
         on_cell_start=on_cell_start,
     )
-    error = None
+
+    def scratch(source: str) -> str | None:
+        """Run source in the kernel, outside the notebook; the name of the exception it raised, or None."""
+        cell = nbformat.v4.new_code_cell(source, metadata={"tags": ["raises-exception"]})
+        nb.cells.append(cell)  # nbclient writes the cell it ran at its index: a scratch one, removed below
+        try:
+            client.execute_cell(cell, len(nb.cells) - 1, store_history=False)
+        finally:
+            nb.cells.pop()
+        error = next((o for o in cell.outputs if o.get("output_type") == "error"), None)
+        return error["ename"] if error else None
+
+    error, note = None, ""
     try:
-        client.execute()
+        with client.setup_kernel():
+            info = client.wait_for_reply(client.kc.kernel_info())
+            nb.metadata["language_info"] = info["content"]["language_info"]
+            position = -1
+            for index, cell in enumerate(nb.cells):
+                if cell.cell_type == "code":
+                    position += 1
+                    saves = []
+                    if student and position == student.first:
+                        saves.append(f"{SNAPSHOT}\n\n\n__attnbook_save__('first', {student.every_name!r})")
+                    if student and position in {s for s, _ in student.pairs}:
+                        saves.append(f"__attnbook_save__({position}, {student.names[position]!r})")
+                    for save in saves:
+                        if scratch(save) is not None:
+                            raise RuntimeError(f"saving the names of the exercises failed: {save[-80:]}")
+                client.execute_cell(cell, index, execution_count=position + 1)
+            client.set_widgets_metadata()
+            if student:
+                start = time.monotonic()
+                problems = prove_student_edition(student, scratch)
+                if problems:
+                    error = "the student edition: " + "; ".join(problems)
+                else:
+                    note = (
+                        f"student edition: {len(student.pairs)} blanks fail their tests alone and together "
+                        f"({time.monotonic() - start:.1f} s)"
+                    )
     except (CellExecutionError, CellTimeoutError, DeadKernelError) as exc:
         error = _describe_failure(nb, current["index"], exc, time_limit)
+    except RuntimeError as exc:  # the proof of the student edition could not run
+        error = str(exc)
     seconds = time.monotonic() - clock.get("start", time.monotonic())
     if error is None and seconds > time_limit:
         error = f"the chapter ran {seconds:.0f} s, past its {time_limit:.0f} s time limit"
-    return seconds, error
+    return seconds, error, note
+
+
+def prove_student_edition(student: StudentRun, run) -> list[str]:
+    """After the chapter ran (the instructor edition: every test passed), in its kernel: each test with its own
+    solution undone, then the student edition from its first blank (teach.StudentRun); run(source) executes a
+    cell and returns the name of the exception it raised or None. The problems found, or []."""
+    problems: list[str] = []
+    every = student.every_name
+
+    def plumbing(source: str) -> None:  # saving and restoring names must itself never fail
+        raised = run(source)
+        if raised is not None:
+            raise RuntimeError(f"restoring the names of the exercises raised {raised}: {source[:80]}")
+
+    plumbing(f"__attnbook_save__('end', {every!r})")
+    for k, (solution, test) in enumerate(student.pairs, start=1):
+        plumbing(f"__attnbook_restore__({solution}, {student.names[solution]!r})")
+        if run(student.student[test]) is None:
+            problems.append(f"exercise {k}'s test passes with its solution undone: it cannot fail")
+        plumbing(f"__attnbook_restore__('end', {every!r})")
+    plumbing(f"__attnbook_restore__('first', {every!r})")
+    solutions, tests = {s for s, _ in student.pairs}, {t for _, t in student.pairs}
+    for i in range(student.first, len(student.student)):
+        raised = run(student.student[i])
+        k = next((k for k, pair in enumerate(student.pairs, start=1) if i in pair), None)
+        if i in solutions and raised != "NotImplementedError":
+            problems.append(f"exercise {k}'s blank raised {raised} instead of NotImplementedError")
+        elif i in tests and raised is None:
+            problems.append(f"exercise {k}'s test passes in the student edition (every solution blank)")
+        elif i not in solutions | tests and raised is not None:
+            problems.append(f"code cell {i + 1}, after the first blank, raises {raised} in the student edition")
+    return problems
 
 
 def _write(nb: nbformat.NotebookNode, target: Path) -> None:
@@ -142,9 +238,13 @@ def carry_outputs(executed: nbformat.NotebookNode, chapter: nbformat.NotebookNod
 
 def execute_chapter(md: Path, time_limit: float) -> Outcome:
     nb = notebook_from_markdown(md)
-    seconds, error = run_notebook(nb, "python3", CHAPTERS, time_limit)
+    try:
+        student = student_run(nb, md)
+    except ValueError as exc:
+        return Outcome(md.name, 0.0, str(exc))
+    seconds, error, note = run_notebook(nb, "python3", CHAPTERS, time_limit, student)
     _write(nb, OUT / md.with_suffix(".ipynb").name)
-    return Outcome(md.name, seconds, error)
+    return Outcome(md.name, seconds, error, note)
 
 
 def execute_reader(md: Path, time_limit: float) -> Outcome:
@@ -152,14 +252,18 @@ def execute_reader(md: Path, time_limit: float) -> Outcome:
     if not path.exists():
         return Outcome(md.name, 0.0, f"notebooks/{path.name} is missing: run scripts/reader_notebooks.py")
     nb = nbformat.read(path, as_version=4)
+    try:
+        student = student_run(nb, md)
+    except ValueError as exc:
+        return Outcome(md.name, 0.0, str(exc))
     with tempfile.TemporaryDirectory(prefix="attnbook-reader-") as cwd:
-        seconds, error = run_notebook(nb, READER_KERNEL, Path(cwd), time_limit)
+        seconds, error, note = run_notebook(nb, READER_KERNEL, Path(cwd), time_limit, student)
     _write(nb, READER_OUT / path.name)
     try:
         _write(carry_outputs(nb, notebook_from_markdown(md)), OUT / path.name)
     except ValueError as exc:
         error = f"{error}; {exc}" if error else str(exc)
-    return Outcome(md.name, seconds, error)
+    return Outcome(md.name, seconds, error, note)
 
 
 def record_timings(outcomes: list[Outcome], jobs: int, reader: bool, path: Path = TIMINGS) -> None:
@@ -237,7 +341,7 @@ def run_install_cells(chapters: list[Path]) -> str | None:
         first = next(c for c in reader.cells if c.cell_type == "code")
         nb = nbformat.v4.new_notebook(cells=[first], metadata=reader.metadata)
         with tempfile.TemporaryDirectory(prefix="attnbook-reader-") as cwd:
-            seconds, error = run_notebook(nb, READER_KERNEL, Path(cwd), 900)
+            seconds, error, _ = run_notebook(nb, READER_KERNEL, Path(cwd), 900)
         print(f"{md.name:50s} first cell {seconds:6.1f} s  {'ok' if error is None else 'FAILED'}", flush=True)
         if error:
             return f"{md.name}: its first cell failed in the fresh venv: {error}"
@@ -281,7 +385,8 @@ def main() -> int:
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         for outcome in pool.map(execute, chapters, [args.time_limit] * len(chapters)):
             print(
-                f"{outcome.name:50s} {outcome.seconds:7.1f} s  {'ok' if outcome.error is None else 'FAILED'}",
+                f"{outcome.name:50s} {outcome.seconds:7.1f} s  {'ok' if outcome.error is None else 'FAILED'}"
+                + (f"  ({outcome.note})" if outcome.note else ""),
                 flush=True,
             )
             outcomes.append(outcome)

@@ -6,7 +6,9 @@
 #     before their first cells install attnbook and what each chapter imports; two chapters at a time, each under a
 #     240 s limit (scripts/execute_chapters.py --reader-venv); the outputs land in _build/executed/;
 #  3. the website, built from those executed notebooks (nothing is executed again) and checked in headless Chromium
-#     (skipped, with the reason printed, where node/npm/chromium are missing).
+#     (skipped, with the reason printed, where node/npm/chromium are missing);
+#  4. the teaching tools: a real nbgrader course on chapter 03 (tests/test_teach.py), with nbgrader installed from
+#     PyPI (the `teach` extra) in a venv of its own, made in the background while steps 1-3 run.
 # ATTNBOOK_READER_VENV (default: a folder made for this run) is where step 2 creates its venv, afresh each run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +21,8 @@ export MPLBACKEND=Agg HF_HUB_OFFLINE=1 PYTHONHASHSEED=0 ATTNBOOK_FULL=${ATTNBOOK
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 export ATTNBOOK_CACHE=${ATTNBOOK_TEST_CACHE:-$scratch/cache}
+.venv/bin/python scripts/teach.py venv "$scratch/teach-venv" >"$scratch/teach-venv.log" 2>&1 &
+teach_venv=$!
 # Root ignores file permissions (CAP_DAC_OVERRIDE), so the tests of read-only run folders would skip; run the
 # tests without those two capabilities where setpriv can drop them (files this user owns stay writable).
 runner=()
@@ -34,4 +38,10 @@ chapters_s=$(( $(date +%s) - step ))
 step=$(date +%s)
 ATTNBOOK_SITE_TEST=1 .venv/bin/python -m pytest -q -rs tests/test_site.py -k browser
 site_s=$(( $(date +%s) - step ))
-echo "test.sh: tests ${tests_s} s, chapters ${chapters_s} s, site ${site_s} s, total $(( $(date +%s) - start )) s"
+step=$(date +%s)
+wait "$teach_venv" || { cat "$scratch/teach-venv.log"; echo "test.sh: could not install the teach extra" >&2; exit 1; }
+cat "$scratch/teach-venv.log"
+ATTNBOOK_NBGRADER="$scratch/teach-venv/bin" .venv/bin/python -m pytest -q -rs -s tests/test_teach.py -k nbgrader_generates
+teach_s=$(( $(date +%s) - step ))
+echo "test.sh: tests ${tests_s} s, chapters ${chapters_s} s, site ${site_s} s, nbgrader ${teach_s} s," \
+  "total $(( $(date +%s) - start )) s"

@@ -120,6 +120,7 @@ function inspectPage() {
     figureNumbers: [...document.querySelectorAll('figcaption .caption-number')].map(text),
     colab: [...document.querySelectorAll('a.colab')].map((a) => a.href),
     download: [...document.querySelectorAll('a.download')].map((a) => a.href),
+    student: [...document.querySelectorAll('a.student')].map((a) => a.href),
     pager: document.querySelectorAll('.pager a').length,
     sidebarLinks: document.querySelectorAll('.sidebar a').length,
     highlightedCode: document.querySelectorAll('pre code.hljs span[class^="hljs-"]').length,
@@ -217,6 +218,16 @@ async function main() {
           const file = join(siteDir, decodeURIComponent(new URL(link).pathname));
           if (!existsSync(file)) fail(page, `"Download notebook" links to ${link}, which the site does not have`);
           else if (/\{cite|\{eq\}|:::\{/.test(readFileSync(file, 'utf8'))) fail(page, `the downloaded notebook ${link} still has MyST syntax`);
+        }
+        if (seen.student.length !== 1) fail(page, `${seen.student.length} "Student edition" links, not 1`);
+        for (const link of seen.student) {
+          // The student edition: the exercises blanked (nbgrader's stub), no solution left, no MyST syntax.
+          const file = join(siteDir, decodeURIComponent(new URL(link).pathname));
+          const text = existsSync(file) ? readFileSync(file, 'utf8') : null;
+          if (text === null) fail(page, `"Student edition" links to ${link}, which the site does not have`);
+          else if (!text.includes('raise NotImplementedError()') || /SOLUTION|Solution<\/summary>|\{cite|:::\{/.test(text)) {
+            fail(page, `the student edition ${link} is not blanked, or still has a solution or MyST syntax`);
+          }
         }
         if (seen.codeBlocks && !seen.highlightedCode) fail(page, 'code is not syntax-highlighted');
       }

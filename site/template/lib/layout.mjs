@@ -52,9 +52,10 @@ function pager(site, current, base) {
 }
 
 /**
- * "Open in Colab", "Download notebook" and "Source" for chapter pages. Colab and the download get the reader
- * notebook (notebooks/NN-slug.ipynb: plain Jupyter, no MyST syntax, first cell installs what the chapter needs);
- * build_site.sh copies those notebooks into the built site. Source is the chapter's MyST markdown.
+ * "Open in Colab", "Download notebook", "Student edition" and "Source" for chapter pages. Colab and the download
+ * get the reader notebook (notebooks/NN-slug.ipynb: plain Jupyter, no MyST syntax, first cell installs what the
+ * chapter needs); the student edition is notebooks/student/NN-slug.ipynb (exercises blanked, in nbgrader's format);
+ * build_site.sh puts both into the built site. Source is the chapter's MyST markdown.
  */
 function chapterActions(page, site, options) {
   const notebook = (page.frontmatter?.exports ?? []).find((e) => e.format === 'ipynb' && e.url);
@@ -69,6 +70,9 @@ function chapterActions(page, site, options) {
     links.push(`<a class="action colab" href="https://colab.research.google.com/github/${repo}/blob/${branch}/${readers}/${name}">Open in Colab</a>`);
   }
   links.push(`<a class="action download" href="/${readers}/${name}" download="${escapeHtml(name)}">Download notebook</a>`);
+  // The student edition (exercises blanked, tests kept: scripts/teach.py), which build_site.sh puts beside it.
+  const student = name.replace(/\.ipynb$/, '-student.ipynb');
+  links.push(`<a class="action student" href="/${readers}/student/${name}" download="${escapeHtml(student)}">Student edition</a>`);
   if (repo) {
     const source = name.replace(/\.ipynb$/, '.md');
     links.push(`<a class="action source" href="https://github.com/${repo}/blob/${branch}/${folder}/${source}">Source</a>`);
