@@ -7,12 +7,17 @@
 * :mod:`~attnbook.attention.core` -- the attention core with pluggable parts; multi-head attention (ch. 04)
 * :mod:`~attnbook.attention.normalizers` -- normalisers other than softmax: sparsemax (ch. 04)
 * :mod:`~attnbook.attention.positional` -- positional encodings and position parts (ch. 05)
+* :mod:`~attnbook.attention.axial`, :mod:`~attnbook.attention.factorised`, :mod:`~attnbook.attention.grouped` --
+  axial attention, Combiner's factorised attention, grouped attention (ch. 09)
 """
 
-from attnbook.attention import additive, core, functional, kernel, masks, positional
+from attnbook.attention import additive, axial, core, factorised, functional, grouped, kernel, masks, positional
 from attnbook.attention.additive import *  # noqa: F403
+from attnbook.attention.axial import *  # noqa: F403
 from attnbook.attention.core import *  # noqa: F403
+from attnbook.attention.factorised import *  # noqa: F403
 from attnbook.attention.functional import *  # noqa: F403
+from attnbook.attention.grouped import *  # noqa: F403
 from attnbook.attention.kernel import *  # noqa: F403
 from attnbook.attention.masks import *  # noqa: F403
 from attnbook.attention.normalizers import SparsemaxNormalizer, sparsemax
@@ -27,4 +32,7 @@ __all__ = [
     "sparsemax",  # attnbook.attention.normalizers
     "SparsemaxNormalizer",
     *positional.__all__,
+    *axial.__all__,
+    *factorised.__all__,
+    *grouped.__all__,
 ]
