@@ -96,9 +96,12 @@ def test_axial_matches_lucidrains_with_copied_weights():
 
 def test_axial_attention_2d_is_mean_of_rows_and_columns():
     q, k, v = (rand(2, 12, 6, seed=s) for s in range(3))
-    out = axial_attention_2d(q, k, v, grid=(3, 4))
     ref = 0.5 * (sdpa(q, k, v, axial_mask((3, 4), 0)) + sdpa(q, k, v, axial_mask((3, 4), 1)))
-    torch.testing.assert_close(out, ref, **TOL)
+    torch.testing.assert_close(axial_attention_2d(q, k, v, grid=(3, 4)), ref, **TOL)
+    torch.testing.assert_close(axial_attention_2d(q, k, v), ref, **TOL)  # default grid: the most nearly square
+    q, k, v = (rand(1, 16, 4, seed=s) for s in range(3))  # a square T: 4 x 4
+    ref = 0.5 * (sdpa(q, k, v, axial_mask((4, 4), 0)) + sdpa(q, k, v, axial_mask((4, 4), 1)))
+    torch.testing.assert_close(axial_attention_2d(q, k, v), ref, **TOL)
 
 
 def test_axial_bad_inputs():
@@ -109,8 +112,8 @@ def test_axial_bad_inputs():
         axial_attention(q, q, q, axis=0.5)
     with pytest.raises(ValueError, match="share the grid"):
         axial_attention(q, rand(2, 4, 6, 8), rand(2, 4, 6, 8), axis=0)
-    with pytest.raises(ValueError, match="not a square"):
-        axial_attention_2d(rand(10, 4), rand(10, 4), rand(10, 4))
+    with pytest.raises(ValueError, match="has 12 cells but the sequence has T=10"):
+        axial_attention_2d(rand(10, 4), rand(10, 4), rand(10, 4), grid=(3, 4))
     with pytest.raises(ValueError, match="grid shape"):
         axial_mask((3, 0), 0)
     with pytest.raises(ValueError, match="must divide"):

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from attnbook.attention.functional import check_qkv, scaled_dot_product_attention
 
-__all__ = ["axial_attention", "axial_mask", "axial_attention_2d", "AxialAttention"]
+__all__ = ["axial_attention", "axial_mask", "axial_attention_2d", "AxialAttention", "near_square_divisor"]
 
 
 def _check_axis(axis: int, num_axes: int, where: str) -> int:
@@ -45,6 +45,14 @@ def _check_grid(shape: tuple[int, ...] | list[int], where: str) -> tuple[int, ..
     if not shape or any(isinstance(s, bool) or not isinstance(s, numbers.Integral) or s <= 0 for s in shape):
         raise ValueError(f"{where}: grid shape must be a non-empty tuple of positive ints, got {shape!r}")
     return tuple(int(s) for s in shape)
+
+
+def near_square_divisor(n: int) -> int:
+    """The largest divisor of ``n`` that is at most ``sqrt(n)`` (``sqrt(n)`` itself for a square)."""
+    divisor = max(1, math.isqrt(n))
+    while n % divisor:
+        divisor -= 1
+    return divisor
 
 
 def axial_attention(
@@ -111,9 +119,10 @@ def axial_mask(
 def axial_attention_2d(q: Tensor, k: Tensor, v: Tensor, grid: tuple[int, int] | None = None) -> Tensor:
     """A ``(q, k, v) -> out`` form for sequence benchmarks: the mean of row and column attention on a grid.
 
-    ``q, k, v`` are ``(..., T, d)`` sequences of a row-major ``rows x cols`` grid (``grid``; a square of side
-    ``sqrt(T)`` by default). Both attentions share ``q, k, v`` and their outputs are averaged, as lucidrains'
-    summed axial outputs with one shared projection (halved). Cost ``O(T (rows + cols) d)``.
+    ``q, k, v`` are ``(..., T, d)`` sequences of a row-major ``rows x cols`` grid (``grid``; by default the most
+    nearly square one, ``rows`` the largest divisor of ``T`` not above ``sqrt(T)``: a square for square ``T``).
+    Both attentions share ``q, k, v`` and their outputs are averaged, as lucidrains' summed axial outputs with one
+    shared projection (halved). Cost ``O(T (rows + cols) d)``: ``O(T^1.5 d)`` on a square.
     """
     check_qkv(q, k, v, name="axial_attention_2d")
     T = q.shape[-2]
@@ -122,10 +131,8 @@ def axial_attention_2d(q: Tensor, k: Tensor, v: Tensor, grid: tuple[int, int] | 
             f"axial_attention_2d: self-attention on a grid needs T_k = T_q, got q{tuple(q.shape)}, k{tuple(k.shape)}"
         )
     if grid is None:
-        side = math.isqrt(T)
-        if side * side != T:
-            raise ValueError(f"axial_attention_2d: T={T} is not a square; pass grid=(rows, cols) with rows * cols = T")
-        grid = (side, side)
+        rows = near_square_divisor(T)
+        grid = (rows, T // rows)
     rows, cols = _check_grid(grid, "axial_attention_2d")
     if rows * cols != T:
         raise ValueError(f"axial_attention_2d: grid {grid} has {rows * cols} cells but the sequence has T={T}")

@@ -32,6 +32,7 @@ import numbers
 import torch
 from torch import Tensor
 
+from attnbook.attention.axial import near_square_divisor
 from attnbook.attention.functional import check_qkv, masked_softmax
 
 __all__ = ["combiner_attention", "combiner_weights"]
@@ -39,10 +40,7 @@ __all__ = ["combiner_attention", "combiner_weights"]
 
 def _segment_size(T: int, segment_size: int | None, where: str) -> int:
     if segment_size is None:
-        segment_size = max(1, math.isqrt(T))
-        while T % segment_size:  # the largest divisor of T not above sqrt(T)
-            segment_size -= 1
-        return segment_size
+        return near_square_divisor(T)
     if isinstance(segment_size, bool) or not isinstance(segment_size, numbers.Integral):
         raise TypeError(f"{where}: segment_size must be an int or None, got {segment_size!r}")
     if segment_size <= 0 or T % segment_size:
