@@ -3,7 +3,7 @@
 A sequence of T = 16 keys in four segments of w = 4. The query (blue) belongs to segment 1. It scores the four keys
 of its segment directly; each other segment r is max-pooled into one summary key (orange, outlined). One softmax
 (purple) normalises the direct scores and the summary scores together. Each summary's weight is spread over its
-segment by q_r, a softmax shared by every query (light purple), which turns the segment's values into one summary
+segment by pi_r, a softmax shared by every query (light purple), which turns the segment's values into one summary
 value (green), computed once per segment.
 """
 
@@ -89,14 +89,14 @@ def main() -> None:
     for m, r in enumerate(r for r in range(SEGMENTS) if r != OWN):
         middle = segment_x(r) + W * CELL / 2
         arrow(ax, (middle - 0.05, y_sum - 0.07), (x_soft + (W + m + 0.5) * CELL, y_soft + CELL + 0.06), dashed=True)
-    # summary values of the other segments: q_r spreads the weight; v_bar_r = sum_j q_r(j) v_j
+    # summary values of the other segments: pi_r spreads the weight; v_bar_r = sum_j pi_r(j) v_j
     for r in range(SEGMENTS):
         if r == OWN:
             continue
         x0 = segment_x(r)
         for j, a in enumerate((0.5, 0.9, 0.3, 0.6)):
             cell(ax, x0 + j * CELL, y_val + 0.55, "weight", 0.1 + 0.6 * a)
-        text(ax, x0 - 0.08, y_val + 0.55 + CELL / 2, f"$q_{r}$", ha="right", va="center", size=10, color="weight")
+        text(ax, x0 - 0.08, y_val + 0.55 + CELL / 2, rf"$\pi_{r}$", ha="right", va="center", size=10, color="weight")
         middle = x0 + W * CELL / 2
         arrow(ax, (middle, y_val + 0.53), (middle, y_val + 0.02))
         cell(ax, middle - CELL / 2, y_val - 0.35, "value", 0.85, outline=True)
@@ -106,17 +106,17 @@ def main() -> None:
     text(
         ax,
         5.1,
-        y_soft + 0.45,
-        r"$q_r(j) = \mathrm{softmax}_{j \in r}(\bar q_r k_j^\top/\sqrt{d})$, the same for every query;"
+        y_soft + 0.05,
+        r"$\pi_r(j) = \mathrm{softmax}_{j \in r}(\bar q_r k_j^\top/\sqrt{d})$, the same for every query;"
         "\n"
-        r"$\bar v_r = \sum_j q_r(j)\, v_j$ is computed once per segment",
+        r"$\bar v_r = \sum_j \pi_r(j)\, v_j$ is computed once per segment",
         va="center",
         size=9.5,
     )
     text(
         ax,
         5.1,
-        y_soft - 0.35,
+        y_soft - 0.6,
         r"$o_i = \sum_{j \in \mathrm{own}} p_{ij}\, v_j + \sum_{r} p_{ir}\, \bar v_r$",
         va="center",
         size=11,
