@@ -11,14 +11,19 @@
   :mod:`~attnbook.attention.triton_flash`, its optional Triton kernel, is imported on demand (ch. 07)
 * :mod:`~attnbook.attention.local`, :mod:`~attnbook.attention.windows` -- local attention: sliding windows,
   blocks, halos, shifted windows, Conformer block and epipolar attention (ch. 08)
+* :mod:`~attnbook.attention.axial`, :mod:`~attnbook.attention.factorised`, :mod:`~attnbook.attention.grouped` --
+  axial attention, Combiner's factorised attention, grouped attention (ch. 09)
 * :mod:`~attnbook.attention.routing` -- routing attention: online k-means clusters shared by queries and keys (ch. 10)
 * :mod:`~attnbook.attention.histogram` -- histogram self-attention: pixels sorted into intensity bins (ch. 10)
 """
 
 from attnbook.attention import (
     additive,
+    axial,
     core,
+    factorised,
     functional,
+    grouped,
     histogram,
     kernel,
     local,
@@ -29,8 +34,11 @@ from attnbook.attention import (
     windows,
 )
 from attnbook.attention.additive import *  # noqa: F403
+from attnbook.attention.axial import *  # noqa: F403
 from attnbook.attention.core import *  # noqa: F403
+from attnbook.attention.factorised import *  # noqa: F403
 from attnbook.attention.functional import *  # noqa: F403
+from attnbook.attention.grouped import *  # noqa: F403
 from attnbook.attention.histogram import *  # noqa: F403
 from attnbook.attention.kernel import *  # noqa: F403
 from attnbook.attention.local import *  # noqa: F403
@@ -53,6 +61,9 @@ __all__ = [
     *tiled.__all__,
     *local.__all__,
     *windows.__all__,
+    *axial.__all__,
+    *factorised.__all__,
+    *grouped.__all__,
     *routing.__all__,
     *histogram.__all__,
 ]
