@@ -13,9 +13,9 @@ then fits the log-log exponents ``time ~ n^a`` and ``memory ~ n^b`` over the len
 and extrapolates from the fit the longest n whose peak memory stays within ``--memory-budget-gib``. It prints
 a table and, with ``--markdown PATH``, writes it as Markdown for the book.
 
-Chapter 07 wrote the first three mechanisms (naive, tiled, SDPA), chapter 08 the local window, chapter 10
-routing; a chapter adds its mechanism with a function in ``MECHANISMS`` and its theoretical exponents in
-``THEORY``.
+Chapter 07 wrote the first three mechanisms (naive, tiled, SDPA), chapter 08 the local window, chapter 09
+axial attention and Combiner, chapter 10 routing; a chapter adds its mechanism with a function in
+``MECHANISMS`` and its theoretical exponents in ``THEORY``.
 
 Run from the repository root::
 
@@ -44,6 +44,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from attnbook.attention.axial import axial_attention_2d
+from attnbook.attention.factorised import combiner_attention
 from attnbook.attention.functional import scaled_dot_product_attention
 from attnbook.attention.local import local_attention
 from attnbook.attention.routing import sqrt_routing_attention
@@ -73,6 +75,16 @@ def local(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     return local_attention(q, k, v, window_size=128)
 
 
+def axial(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """Chapter 09's axial attention: the mean of row and column attention on the most nearly square grid."""
+    return axial_attention_2d(q, k, v)
+
+
+def combiner(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """Chapter 09's Combiner (fixed segments of about ``sqrt(n)``: own segment in full, summaries of the rest)."""
+    return combiner_attention(q, k, v)
+
+
 def routing(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     """Chapter 10's routing attention with ``sqrt(n)`` k-means clusters shared by queries and keys."""
     return sqrt_routing_attention(q, k, v)
@@ -84,6 +96,8 @@ MECHANISMS: dict[str, Mechanism] = {
     "tiled": tiled,
     "sdpa": sdpa,
     "local": local,
+    "axial": axial,
+    "combiner": combiner,
     "routing": routing,
 }
 
@@ -93,6 +107,8 @@ THEORY: dict[str, tuple[float, float]] = {
     "tiled": (1.0, 2.0),
     "sdpa": (1.0, 2.0),
     "local": (1.0, 1.0),
+    "axial": (1.0, 1.5),  # each axis runs through the fused kernel, whose scores the memory count does not see
+    "combiner": (1.5, 1.5),
     "routing": (1.5, 1.5),
 }
 

@@ -42,6 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnbook.attention.axial import axial_attention_2d
+from attnbook.attention.factorised import combiner_attention
 from attnbook.attention.local import blocked_attention, sliding_window_attention
 from attnbook.attention.routing import sqrt_routing_attention
 from attnbook.attention.tiled import tiled_attention
@@ -67,6 +69,11 @@ ZOO: dict[str, tuple[Mechanism, str]] = {
     "blocked": (
         lambda q, k, v: blocked_attention(q, k, v, WINDOW, look_backward=1, look_forward=1),
         f"blocks of {WINDOW} that also see the neighbouring block on each side, ch. 08",
+    ),
+    "axial": (axial_attention_2d, "axial: the mean of row and column attention on a 6 x 6 or 12 x 12 grid, ch. 09"),
+    "combiner": (
+        combiner_attention,
+        "Combiner: own segment of about sqrt(T) in full, max-pooled summaries of the rest, ch. 09",
     ),
     "routing": (sqrt_routing_attention, "routing attention, sqrt(T) k-means clusters of queries and keys, ch. 10"),
 }
@@ -287,7 +294,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("--mechanisms", nargs="+", default=list(MECHANISMS), help="names in the registry")
     p.add_argument("--tasks", nargs="+", default=["recall", "first"], choices=["recall", "first"])
-    p.add_argument("--lengths", nargs="+", type=int, default=[33, 129], help="sequence lengths T")
+    p.add_argument("--lengths", nargs="+", type=int, default=[36, 144], help="sequence lengths T")
     p.add_argument("--steps", type=int, default=500)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-3)

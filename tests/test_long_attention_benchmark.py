@@ -43,6 +43,11 @@ def test_local_and_routing_entries_equal_their_masked_definitions(bench):
     want = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     torch.testing.assert_close(bench.MECHANISMS["local"](q, k, v), want, atol=1e-12, rtol=1e-12)
     torch.testing.assert_close(bench.MECHANISMS["routing"](q, k, v), sqrt_routing_attention(q, k, v))
+    from attnbook.attention.axial import axial_attention_2d
+    from attnbook.attention.factorised import combiner_attention
+
+    torch.testing.assert_close(bench.MECHANISMS["axial"](q, k, v), axial_attention_2d(q, k, v))
+    torch.testing.assert_close(bench.MECHANISMS["combiner"](q, k, v), combiner_attention(q, k, v))
 
 
 def test_fit_and_extrapolation_on_exact_power_laws(bench):
