@@ -91,7 +91,7 @@ def test_licences_citation_and_metadata_agree():
     assert project["license"] == "MIT" and project["license-files"] == ["LICENSE"]
     assert not [c for c in project["classifiers"] if c.startswith("License ::")], "SPDX license replaces classifiers"
     assert PYPROJECT["build-system"]["requires"] == ["setuptools>=77"]  # the first to read an SPDX license string
-    assert project["requires-python"] == ">=3.10"
+    assert project["requires-python"] == ">=3.11"
     assert {"Homepage", "Source", "Issues"} <= set(project["urls"])
     mit = (ROOT / "LICENSE").read_text(encoding="utf-8")
     assert mit.startswith("MIT License") and "Permission is hereby granted, free of charge" in mit

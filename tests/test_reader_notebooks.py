@@ -250,7 +250,7 @@ def _notebook(*sources: str) -> nbformat.NotebookNode:
 
 def test_executor_reports_the_failing_cell(tmp_path: Path):
     nb = _notebook("x = 1", "y = x / 0  # divide")
-    seconds, error = execute_chapters.run_notebook(nb, "python3", tmp_path, time_limit=120)
+    seconds, error, _ = execute_chapters.run_notebook(nb, "python3", tmp_path, time_limit=120)
     assert error and error.startswith("code cell 2 of 2 ('y = x / 0  # divide')")
     assert "ZeroDivisionError" in error
     assert nb.cells[0].execution_count == 1, "the outputs are kept"
@@ -258,7 +258,7 @@ def test_executor_reports_the_failing_cell(tmp_path: Path):
 
 def test_executor_enforces_the_chapter_time_limit(tmp_path: Path):
     nb = _notebook("import time", "time.sleep(2)", "time.sleep(30)")
-    seconds, error = execute_chapters.run_notebook(nb, "python3", tmp_path, time_limit=6)
+    seconds, error, _ = execute_chapters.run_notebook(nb, "python3", tmp_path, time_limit=6)
     assert error and "time limit" in error and "code cell 3 of 3" in error, error
     assert seconds < 25
 
