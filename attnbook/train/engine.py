@@ -45,6 +45,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQ
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 
+import attnbook.train.data  # noqa: F401  (defines the datamodules, so --help lists them as --data's subclasses)
 from attnbook.train.callbacks import ThroughputMonitor
 from attnbook.train.checkpoint import AtomicCheckpointIO
 from attnbook.train.loggers import ResumableCSVLogger
