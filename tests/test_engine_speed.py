@@ -132,3 +132,60 @@ def test_one_gemm_qkv_projection_matches_the_three_projections(n_kv_head: int | 
     torch.testing.assert_close(mha.k_proj.weight.grad, 2 * expected.expand_as(mha.k_proj.weight))
     torch.testing.assert_close(mha.v_proj.bias.grad, torch.full_like(mha.v_proj.bias, 3.0 * 21))
     assert set(attn.state_dict()) >= {"mha.q_proj.weight", "mha.k_proj.weight", "mha.v_proj.weight"}
+
+
+# ------------------------------------------------------------------------------------------------ engine
+def test_only_last_checkpoint_carries_optimizer_state_and_best_still_evaluates(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog. " * 200, encoding="utf-8")
+    common = [
+        "--config", "gpt-quick", "--data.init_args.corpus", str(corpus), "--data.init_args.block_size", "16",
+        "--data.init_args.batch_size", "4", "--data.init_args.batches_per_epoch", "3",
+        "--data.init_args.val_batches", "1", "--model.init_args.block_size", "16", "--model.init_args.n_layer", "1",
+        "--model.init_args.n_embd", "32", "--model.init_args.n_head", "2", "--engine.run_dir", str(tmp_path / "run"),
+        "--engine.progress_bar", "false", "--engine.loggers", "[csv]", "--trainer.enable_model_summary", "false",
+    ]  # fmt: skip
+    assert main(["fit", *common, "--trainer.max_epochs", "2", "--engine.save_every_n_epochs", "1"]) == 0
+    folder = tmp_path / "run" / "checkpoints"
+    assert sorted(p.name for p in folder.iterdir()) == ["best.ckpt", "epoch=000.ckpt", "epoch=001.ckpt", "last.ckpt"]
+    last = torch.load(folder / "last.ckpt", weights_only=False)
+    weights = sum(t.numel() * t.element_size() for t in last["state_dict"].values())
+    assert "optimizer_states" in last and "lr_schedulers" in last  # resumable
+    for name in ("best.ckpt", "epoch=001.ckpt"):
+        state = torch.load(folder / name, weights_only=False)
+        assert "optimizer_states" not in state and "attnbook" in state  # loadable on its own, tokenizer included
+        assert (folder / name).stat().st_size < 1.5 * weights < (folder / "last.ckpt").stat().st_size / 2
+    capsys.readouterr()
+    assert main(["validate", *common, "--ckpt_path", "best"]) == 0  # weights-only checkpoints evaluate
+    assert main(["fit", *common, "--trainer.max_epochs", "3", "--ckpt_path", "last"]) == 0  # and last resumes
+
+
+def test_progress_bar_shows_tokens_per_second_and_ms_per_step(tmp_path: Path) -> None:
+    import lightning.pytorch as pl
+
+    from attnbook.train import CharDataModule, EngineOptions, GPTModule, ThroughputProgressBar, trainer_kwargs
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog. " * 200, encoding="utf-8")
+    data = CharDataModule(corpus=str(corpus), block_size=8, batch_size=4, batches_per_epoch=5, val_batches=1)
+    module = GPTModule(block_size=8, n_layer=1, n_head=2, n_embd=16)
+    seen: list[dict] = []
+
+    class Spy(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            bar = trainer.progress_bar_callback
+            seen.append(bar.get_metrics(trainer, pl_module))
+
+    engine = EngineOptions(run_dir=str(tmp_path / "run"), loggers=["csv"])
+    options = {"accelerator": "cpu", "max_epochs": 1, "enable_model_summary": False, "callbacks": [Spy()]}
+    trainer = pl.Trainer(**trainer_kwargs(engine, **options))
+    assert isinstance(trainer.progress_bar_callback, ThroughputProgressBar)
+    trainer.fit(module, datamodule=data)
+    last = seen[-1]
+    assert float(last["ms/step"]) > 0 and float(last["tok/s"]) > 0
+    assert float(last["tok/s"]) == pytest.approx(4 * 8 / (float(last["ms/step"]) / 1000), rel=0.01)
+    from attnbook.train.curves import read_metrics
+
+    assert read_metrics(tmp_path / "run")["perf/ms_per_step"][0][1] > 0  # and once per epoch in metrics.csv

@@ -22,6 +22,7 @@ from typing import Any
 _EXPORTS = {
     "NonFiniteLossError": "callbacks",
     "ThroughputMonitor": "callbacks",
+    "ThroughputProgressBar": "callbacks",
     "AtomicCheckpointIO": "checkpoint",
     "atomic_torch_save": "checkpoint",
     "plot_learning_curves": "curves",

@@ -11,17 +11,17 @@ parser and build the same Trainer.
     run_dir/config.yaml                   the full resolved configuration
     run_dir/cache_key.json                what the checkpoint depends on (written by fit_or_load only)
     run_dir/checkpoints/last.ckpt         written at the end of every epoch (resume: --ckpt_path last)
-    run_dir/checkpoints/best.ckpt         the best epoch by engine.monitor (val/loss by default)
-    run_dir/checkpoints/epoch=NNN.ckpt    every engine.save_every_n_epochs epochs (0: none)
+    run_dir/checkpoints/best.ckpt         the best epoch by engine.monitor (val/loss by default), weights only
+    run_dir/checkpoints/epoch=NNN.ckpt    every engine.save_every_n_epochs epochs (0: none), weights only
 
 A ``fit`` without ``--ckpt_path`` refuses a folder that already holds a run (``engine.overwrite: true`` starts
 it over); ``--ckpt_path last`` resumes it and appends to its logs. Under data parallelism the datamodules split
 each epoch across ranks themselves (``engine.lightning_distributed_sampler`` hands that back to Lightning).
 Checkpoints are written atomically (:class:`~attnbook.train.checkpoint.AtomicCheckpointIO`). The engine
 adds a learning-rate monitor, the throughput/MFU monitor (:class:`~attnbook.train.callbacks.ThroughputMonitor`,
-``engine.peak_flops``) and a progress bar to whatever ``trainer.callbacks`` the config lists. Everything
-else -- precision (``bf16-mixed``), gradient accumulation, clipping, devices, DDP/FSDP strategies,
-multi-node -- is a plain ``trainer.*`` setting, handled by Lightning.
+``engine.peak_flops``) and a progress bar showing tokens/s and ms/step to whatever ``trainer.callbacks`` the
+config lists. Everything else -- precision (``bf16-mixed``), gradient accumulation, clipping, devices, DDP/FSDP
+strategies, multi-node -- is a plain ``trainer.*`` setting, handled by Lightning.
 """
 
 from __future__ import annotations
@@ -41,12 +41,12 @@ from typing import Any, Literal
 import lightning.pytorch as pl
 import torch
 from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 
 import attnbook.train.data  # noqa: F401  (defines the datamodules, so --help lists them as --data's subclasses)
-from attnbook.train.callbacks import ThroughputMonitor
+from attnbook.train.callbacks import ThroughputMonitor, ThroughputProgressBar
 from attnbook.train.checkpoint import AtomicCheckpointIO
 from attnbook.train.loggers import ResumableCSVLogger
 from attnbook.train.modules import BookModule
@@ -128,6 +128,14 @@ def clear_run_logs(run_dir: str | os.PathLike[str]) -> None:
             old.unlink()
 
 
+class _LastCheckpoint(ModelCheckpoint):
+    """Writes ``last.ckpt`` (resumable) only; its own state key, distinct from the epoch snapshots' callback."""
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(role="last", every_n_epochs=self._every_n_epochs)
+
+
 def trainer_kwargs(engine: EngineOptions, fresh_logs: bool = False, **kwargs: Any) -> dict[str, Any]:
     """Trainer arguments: ``kwargs`` (the config's ``trainer:`` section) completed by the engine's options.
 
@@ -152,18 +160,23 @@ def trainer_kwargs(engine: EngineOptions, fresh_logs: bool = False, **kwargs: An
     has_logger = bool(out["logger"])
     callbacks = list(out.get("callbacks") or [])
     if out.get("enable_checkpointing") is not False:
-        callbacks.append(
-            ModelCheckpoint(
-                dirpath=engine.checkpoint_dir,
-                filename="best",
-                monitor=engine.monitor,
-                mode=engine.monitor_mode,
-                save_top_k=1 if engine.monitor else 0,
-                save_last=True,
-                auto_insert_metric_name=False,
-                enable_version_counter=False,
+        # Only last.ckpt carries what resuming needs (optimizer and schedule state, loops, callbacks): for AdamW
+        # that is twice the weights again. best.ckpt and the epoch snapshots are for evaluating and sampling,
+        # so they hold the weights (and the attnbook spec and tokenizer) only: a third of the size.
+        if engine.monitor:
+            callbacks.append(
+                ModelCheckpoint(
+                    dirpath=engine.checkpoint_dir,
+                    filename="best",
+                    monitor=engine.monitor,
+                    mode=engine.monitor_mode,
+                    save_top_k=1,
+                    save_weights_only=True,
+                    auto_insert_metric_name=False,
+                    enable_version_counter=False,
+                )
             )
-        )
+        callbacks.append(_LastCheckpoint(dirpath=engine.checkpoint_dir, save_top_k=0, save_last=True))
         if engine.save_every_n_epochs:
             callbacks.append(
                 ModelCheckpoint(
@@ -171,6 +184,7 @@ def trainer_kwargs(engine: EngineOptions, fresh_logs: bool = False, **kwargs: An
                     filename="epoch={epoch:03d}",
                     every_n_epochs=engine.save_every_n_epochs,
                     save_top_k=-1,
+                    save_weights_only=True,
                     auto_insert_metric_name=False,
                     enable_version_counter=False,
                 )
@@ -181,7 +195,7 @@ def trainer_kwargs(engine: EngineOptions, fresh_logs: bool = False, **kwargs: An
     if out.get("enable_progress_bar") is None:
         out["enable_progress_bar"] = engine.progress_bar
     if out["enable_progress_bar"]:
-        callbacks.append(TQDMProgressBar(refresh_rate=engine.progress_refresh_rate))
+        callbacks.append(ThroughputProgressBar(refresh_rate=engine.progress_refresh_rate))
     out["callbacks"] = callbacks
     plugins = out.get("plugins")
     plugins = [] if plugins is None else (list(plugins) if isinstance(plugins, (list, tuple)) else [plugins])
