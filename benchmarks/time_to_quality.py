@@ -100,9 +100,10 @@ def run(corpus: str, target: float, seed: int, val_batches: int, extra: list[str
     with tempfile.TemporaryDirectory() as run_dir:
         args = [
             "--config", "gpt-quick", "--seed_everything", str(seed), "--data.init_args.seed", str(seed),
-            "--data.init_args.corpus", corpus, "--data.init_args.max_chars", "null",
+            "--data.init_args.corpus", corpus,
             "--data.init_args.val_batches", str(val_batches), "--engine.run_dir", run_dir,
             "--engine.progress_bar", "false", "--engine.loggers", "[csv]", "--trainer.enable_model_summary", "false",
+            *([] if corpus == "stdlib" else ["--data.init_args.max_chars", "null"]),  # stdlib: the preset's 300k
             *extra,
         ]  # fmt: skip
         with warnings.catch_warnings():
