@@ -67,6 +67,7 @@ def run(corpus: str, target: float, seed: int, val_batches: int, extra: list[str
     import lightning.pytorch as pl
 
     from attnbook.train.engine import AttnbookCLI
+    from attnbook.train.presets import resolve_config
 
     class Stopwatch(pl.Callback):
         def __init__(self) -> None:
@@ -99,8 +100,8 @@ def run(corpus: str, target: float, seed: int, val_batches: int, extra: list[str
 
     with tempfile.TemporaryDirectory() as run_dir:
         args = [
-            "--config", "gpt-quick", "--seed_everything", str(seed), "--data.init_args.seed", str(seed),
-            "--data.init_args.corpus", corpus,
+            "--config", str(resolve_config("gpt-quick")), "--seed_everything", str(seed),
+            "--data.init_args.seed", str(seed), "--data.init_args.corpus", corpus,
             "--data.init_args.val_batches", str(val_batches), "--engine.run_dir", run_dir,
             "--engine.progress_bar", "false", "--engine.loggers", "[csv]", "--trainer.enable_model_summary", "false",
             *([] if corpus == "stdlib" else ["--data.init_args.max_chars", "null"]),  # stdlib: the preset's 300k
