@@ -151,6 +151,7 @@ def test_only_last_checkpoint_carries_optimizer_state_and_best_still_evaluates(
     folder = tmp_path / "run" / "checkpoints"
     assert sorted(p.name for p in folder.iterdir()) == ["best.ckpt", "epoch=000.ckpt", "epoch=001.ckpt", "last.ckpt"]
     last = torch.load(folder / "last.ckpt", weights_only=False)
+    assert last["epoch"] == 1 and last["global_step"] == 6  # written at every epoch's end
     weights = sum(t.numel() * t.element_size() for t in last["state_dict"].values())
     assert "optimizer_states" in last and "lr_schedulers" in last  # resumable
     for name in ("best.ckpt", "epoch=001.ckpt"):

@@ -176,7 +176,15 @@ def trainer_kwargs(engine: EngineOptions, fresh_logs: bool = False, **kwargs: An
                     enable_version_counter=False,
                 )
             )
-        callbacks.append(_LastCheckpoint(dirpath=engine.checkpoint_dir, save_top_k=0, save_last=True))
+        callbacks.append(
+            _LastCheckpoint(
+                dirpath=engine.checkpoint_dir,
+                filename="last",  # the newest epoch, as "top 1" of no metric: written every epoch
+                save_top_k=1,
+                auto_insert_metric_name=False,
+                enable_version_counter=False,
+            )
+        )
         if engine.save_every_n_epochs:
             callbacks.append(
                 ModelCheckpoint(
