@@ -263,7 +263,8 @@ class CausalSelfAttention(nn.Module):
 
         The weights stay ``mha.q_proj``, ``k_proj``, ``v_proj`` (state dicts and GPT-2 loading are unchanged);
         they are stacked into one ``(E + 2 G d, E)`` matrix per call, so the three projections are one GEMM
-        forward and one backward. On a CPU that is faster than three smaller ones (``benchmarks/step_time.py``).
+        forward and one backward: on one CPU thread at the book's sizes that is a little faster than three smaller
+        GEMMs, even with the copy the stacking costs (part of the ``book`` row of ``benchmarks/step_time.py``).
         """
         mha = self.mha
         projections = (mha.q_proj, mha.k_proj, mha.v_proj)
