@@ -10,7 +10,9 @@
 
 ``fit``/``validate``/``test``/``predict`` are Lightning's ``LightningCLI`` over attnbook's engine
 (:mod:`attnbook.train.engine`): any setting can be overridden on the command line, e.g.
-``--trainer.max_epochs 3``, ``--model.init_args.n_layer 6``, ``--engine.run_dir runs/mine``; ``--help`` lists them.
+``--trainer.max_epochs 3``, ``--model.init_args.n_layer 6``, ``--engine.run_dir runs/mine``; ``--help`` lists the
+chosen preset's model, data and engine options (instantly: Lightning is not imported), ``--help-all`` every option.
+Only the trainer commands import Lightning, and only when they run: ``presets``, ``generate`` and the help do not.
 Errors in the configuration or paths are reported in one line naming the field or the path, with exit code 2
 (usage) or 1 (a failed run); set ``ATTNBOOK_DEBUG=1`` for the full traceback.
 """
@@ -103,7 +105,36 @@ def _quiet_dependencies() -> None:
             handler.addFilter(_DropAdverts())
 
 
+def _config_argument(argv: list[str]) -> str | None:
+    """The value of ``--config`` in ``argv`` (``--config X`` or ``--config=X``), else None."""
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _quick_help(argv: list[str]) -> int:
+    """``attnbook fit --help [--config PRESET]``: the preset's model, data and engine options, read from the
+    source without importing Lightning (:mod:`attnbook.train.help`); ``--help-all`` gives Lightning's."""
+    from attnbook.train.help import fit_help
+    from attnbook.train.presets import resolve_config
+
+    config = _config_argument(argv)
+    try:
+        path = resolve_config(config) if config is not None else None
+    except (ValueError, FileNotFoundError) as err:
+        return _error(str(err), 2)
+    sys.stdout.write(fit_help(argv[0], path))
+    return 0
+
+
 def _trainer_command(argv: list[str]) -> int:
+    if any(arg in ("-h", "--help") for arg in argv[1:]):
+        return _quick_help(argv)
+    if "--help-all" in argv[1:]:
+        argv = [("--help" if arg == "--help-all" else arg) for arg in argv]
     _quiet_dependencies()
     from jsonargparse import ArgumentError
 
@@ -198,7 +229,8 @@ _USAGE = """usage: attnbook {fit,validate,test,predict,generate,presets} ...
   generate   sample from a GPT:           attnbook generate --ckpt runs/gpt-quick/checkpoints/last.ckpt --prompt "def "
   presets    list the shipped presets
 
---config takes a preset name (see `attnbook presets`) or a YAML path; `attnbook fit --help` lists every option.
+--config takes a preset name (see `attnbook presets`) or a YAML path; `attnbook fit --config gpt-quick --help`
+lists that preset's model, data and engine options; `attnbook fit --help-all` lists every option, Lightning's too.
 """
 
 

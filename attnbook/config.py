@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 import random
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-import numpy as np
-import torch
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["is_full", "size", "seed_everything", "default_device"]
 
@@ -28,6 +28,8 @@ def is_full() -> bool:
         return False
     if flag:
         raise ValueError(f"ATTNBOOK_FULL must be 1/true/yes or 0/false/no, got {flag!r}")
+    import torch  # here, not at the top: `import attnbook` (and `attnbook presets`) stays light
+
     return torch.cuda.is_available()
 
 
@@ -40,6 +42,9 @@ def seed_everything(seed: int = 0) -> torch.Generator:
     """Seed Python, NumPy and PyTorch (CPU and CUDA); returns a ``torch.Generator`` seeded the same way."""
     if not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    import numpy as np
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -48,4 +53,6 @@ def seed_everything(seed: int = 0) -> torch.Generator:
 
 def default_device() -> torch.device:
     """CUDA when available, else CPU."""
+    import torch
+
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")

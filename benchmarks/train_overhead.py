@@ -1,12 +1,14 @@
 """Engine overhead: tokens/s of the character GPT through attnbook's Lightning engine vs a hand-written loop.
 
-The model (4 layers, 4 heads, 128 dims, context 64), the data (the stdlib corpus, batches of 12 windows in
-the same seeded order), the initial weights, AdamW with the same parameter groups and the same warm-up +
-cosine schedule are identical in both; the only difference is the training loop. The engine runs as the
-CLI builds it (``trainer_kwargs``: CSV logger, throughput monitor, learning-rate monitor, finite-loss guard,
-atomic checkpoint writer) with what costs time per step switched off or thinned: no progress bar, a log row
-every 50 steps, no sanity validation, no validation and no checkpoint inside the timed window.
-Throughput is measured after ``--warmup`` steps, both per wall-clock second and per CPU second of the
+The model (4 layers, 4 heads, 128 dims, context 64, exact GELU as in ``gpt-quick``), the data (the stdlib
+corpus, batches of 12 windows in the same seeded order), the initial weights, AdamW with the same parameter
+groups and the same warm-up + cosine schedule are identical in both; the only difference is the training loop.
+The engine runs as the CLI builds it (``trainer_kwargs``: CSV logger, throughput monitor, learning-rate monitor,
+finite-loss guard, atomic checkpoint writer) with what costs time per step switched off or thinned: no progress
+bar, a log row every 50 steps, no sanity validation, no validation and no checkpoint inside the timed window.
+A third loop, ``minimal``, is the hand loop training the minimal GPT of ``benchmarks/step_time.py`` (fused
+q/k/v, SDPA, exact GELU, no checks; same parameter count) on the same batches: the engine's step against the
+leanest model. Throughput is measured after ``--warmup`` steps, both per wall-clock second and per CPU second of the
 process (the second is steadier when other jobs share the machine; with two threads it also counts time
 the threads spend waiting for each other). Both loops compute the same arithmetic, so their final
 weights and losses should agree; the script prints the largest weight difference as a check.
@@ -38,6 +40,7 @@ def make_parts(steps: int, seed: int) -> tuple[GPTModule, CharDataModule]:
     torch.manual_seed(seed)
     module = GPTModule(
         vocab_size=data.vocab_size,
+        activation="gelu",  # as the gpt-quick preset trains it
         block_size=64,
         n_layer=4,
         n_head=4,
@@ -96,6 +99,18 @@ def run_engine(
     return _rates((steps - warmup) * 12 * 64, clock.start, clock.end), clock.losses, module
 
 
+def run_minimal(module: GPTModule, data: CharDataModule, steps: int, warmup: int):
+    """The hand loop with the minimal GPT of ``benchmarks/step_time.py`` (same shape and parameter count)."""
+    from step_time import MinimalGPT  # benchmarks/ is the script's folder, first on sys.path
+
+    torch.manual_seed(0)
+    c = module.gpt.config
+    minimal = MinimalGPT(c.vocab_size, c.block_size, c.n_layer, c.n_head, c.n_embd)
+    assert sum(p.numel() for p in minimal.parameters()) == module.gpt.num_parameters()
+    module.net = minimal  # run_hand trains module.net
+    return run_hand(module, data, steps, warmup)
+
+
 def run_hand(module: GPTModule, data: CharDataModule, steps: int, warmup: int):
     torch.manual_seed(0)  # what the engine's per-epoch reseeding does at epoch 0 (no dropout here anyway)
     net = module.net
@@ -141,10 +156,10 @@ def main() -> None:
     rows = []
     for threads in args.threads:
         torch.set_num_threads(threads)
-        results: dict[str, list[tuple[float, float]]] = {"hand": [], "engine": []}
+        results: dict[str, list[tuple[float, float]]] = {"hand": [], "engine": [], "minimal": []}
         finals = {}
         for repeat in range(args.repeats):
-            for name, runner in (("hand", run_hand), ("engine", run_engine)):
+            for name, runner in (("hand", run_hand), ("engine", run_engine), ("minimal", run_minimal)):
                 module, data = make_parts(args.steps, seed=0)
                 (tps, tpcpu), losses, trained = runner(module, data, args.steps, args.warmup)
                 results[name].append((tps, tpcpu))
@@ -162,6 +177,13 @@ def main() -> None:
         diff = max(
             (a - b).abs().max().item()
             for a, b in zip(finals["hand"][2].parameters(), finals["engine"][2].parameters(), strict=True)
+        )
+        minimal = statistics.median(r[0] for r in results["minimal"])
+        minimal_cpu = statistics.median(r[1] for r in results["minimal"])
+        print(
+            f"threads={threads}: engine step / minimal GPT's hand-loop step = {minimal / engine:.3f} (wall), "
+            f"{minimal_cpu / engine_cpu:.3f} (CPU); book GPT's hand-loop step / minimal's = {minimal / hand:.3f} "
+            f"(wall), {minimal_cpu / hand_cpu:.3f} (CPU)"
         )
         overhead = 100.0 * (hand - engine) / hand
         overhead_cpu = 100.0 * (hand_cpu - engine_cpu) / hand_cpu

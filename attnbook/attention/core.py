@@ -176,12 +176,14 @@ class AttentionCore(nn.Module):
         if mask is not None:
             check_mask(mask, logits_shape, q.dtype)
         T_q, T_k = q.shape[-2], k.shape[-2]
-        q_pos = torch.arange(T_q, device=q.device) if q_pos is None else q_pos
-        k_pos = torch.arange(T_k, device=q.device) if k_pos is None else k_pos
-        if q_pos.shape != (T_q,) or k_pos.shape != (T_k,):
-            raise ValueError(
-                f"q_pos/k_pos must have shapes ({T_q},)/({T_k},), got {tuple(q_pos.shape)}/{tuple(k_pos.shape)}"
-            )
+        if self.positions is not None or self.pattern is not None or q_pos is not None or k_pos is not None:
+            # Positions are made only for the parts that read them (none on the plain softmax path).
+            q_pos = torch.arange(T_q, device=q.device) if q_pos is None else q_pos
+            k_pos = torch.arange(T_k, device=q.device) if k_pos is None else k_pos
+            if q_pos.shape != (T_q,) or k_pos.shape != (T_k,):
+                raise ValueError(
+                    f"q_pos/k_pos must have shapes ({T_q},)/({T_k},), got {tuple(q_pos.shape)}/{tuple(k_pos.shape)}"
+                )
         bias = None
         if self.positions is not None:
             q, k = self.positions.rotate(q, k, q_pos, k_pos)

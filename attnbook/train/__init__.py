@@ -23,6 +23,7 @@ from typing import Any
 _EXPORTS = {
     "NonFiniteLossError": "callbacks",
     "ThroughputMonitor": "callbacks",
+    "ThroughputProgressBar": "callbacks",
     "AtomicCheckpointIO": "checkpoint",
     "CorruptCheckpointError": "checkpoint",
     "atomic_torch_save": "checkpoint",

@@ -25,9 +25,9 @@ from typing import Any, TextIO
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import Callback, ProgressBar
+from lightning.pytorch.callbacks import Callback, ProgressBar, TQDMProgressBar
 
-__all__ = ["EpochProgressLines", "NonFiniteLossError", "ThroughputMonitor", "precision_dtype"]
+__all__ = ["EpochProgressLines", "NonFiniteLossError", "ThroughputMonitor", "ThroughputProgressBar", "precision_dtype"]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -61,6 +61,7 @@ class ThroughputMonitor(Callback):
         self._start = 0.0
         self._last = 0.0
         self._tokens = 0
+        self._steps = 0
 
     def _peak(self, trainer: pl.Trainer) -> float | None:
         if self.peak_flops is not None:
@@ -80,12 +81,13 @@ class ThroughputMonitor(Callback):
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._start = self._last = self._now(trainer)
-        self._tokens = 0
+        self._tokens = self._steps = 0
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         self._tokens += int(pl_module.tokens_in_batch(batch))
+        self._steps += 1
         self._last = time.perf_counter()
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -102,8 +104,10 @@ class ThroughputMonitor(Callback):
         if self._tokens == 0 or elapsed <= 0:
             return
         tokens_per_sec = self._tokens / elapsed
-        self._tokens = 0  # logged once per epoch
+        ms_per_step = 1000.0 * elapsed / max(self._steps, 1)
+        self._tokens = self._steps = 0  # logged once per epoch
         pl_module.log("perf/tokens_per_sec", tokens_per_sec, on_epoch=True, on_step=False)
+        pl_module.log("perf/ms_per_step", ms_per_step, on_epoch=True, on_step=False)
         flops_per_token = getattr(pl_module, "train_flops_per_token", None)
         peak = self._peak(trainer)
         if callable(flops_per_token) and peak:
@@ -147,3 +151,53 @@ class EpochProgressLines(ProgressBar):
             f"epoch {trainer.current_epoch + 1}{total}  step {trainer.global_step}  {shown}  "
             f"({time.perf_counter() - self._start:.1f} s)"
         )
+
+
+class ThroughputProgressBar(TQDMProgressBar):
+    """Lightning's progress bar with the training throughput beside the loss: ``tok/s`` (tokens per second)
+    and ``ms/step`` (wall-clock milliseconds per training batch), both over the epoch so far.
+
+    Timed from the end of the epoch's first batch, so data-loader start-up is not counted; the module's
+    ``tokens_in_batch(batch)`` counts the tokens (no ``tok/s`` without it).
+    """
+
+    def __init__(self, refresh_rate: int = 1, process_position: int = 0, leave: bool = False) -> None:
+        super().__init__(refresh_rate=refresh_rate, process_position=process_position, leave=leave)
+        self._t0 = 0.0
+        self._t_last = 0.0
+        self._timed_steps = 0
+        self._timed_tokens = 0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_start(trainer, pl_module)
+        self._t0 = 0.0
+        self._timed_steps = self._timed_tokens = 0
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        now = time.perf_counter()
+        if self._t0 == 0.0:
+            self._t0 = now  # the first batch of the epoch starts the clock
+        else:
+            self._timed_steps += 1
+            counter = getattr(pl_module, "tokens_in_batch", None)
+            self._timed_tokens += int(counter(batch)) if callable(counter) else 0
+        self._t_last = now
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def throughput(self) -> dict[str, str]:
+        """``{"tok/s": ..., "ms/step": ...}`` over the epoch so far (empty before the second batch)."""
+        elapsed = self._t_last - self._t0
+        if self._timed_steps == 0 or elapsed <= 0:
+            return {}
+        out = {"ms/step": f"{1000.0 * elapsed / self._timed_steps:.1f}"}
+        if self._timed_tokens:
+            out = {"tok/s": f"{self._timed_tokens / elapsed:.0f}", **out}
+        return out
+
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, int | str | float]:
+        metrics = super().get_metrics(trainer, pl_module)
+        if trainer.training:
+            metrics.update(self.throughput())
+        return metrics

@@ -10,7 +10,7 @@ interruption -- the property ``tests/test_train.py`` checks by killing a real tr
   library's source (offline, the default), Tiny Shakespeare (downloaded once), or any UTF-8 file. Items are
   windows ``x (T,)``, ``y (T,)`` with ``y[t] = x[t + 1]``; an epoch is ``batches_per_epoch`` batches of
   windows starting at random offsets of the training split (the first ``1 - val_fraction - test_fraction``
-  of the text).
+  of the text; ``test_fraction=0`` gives a plain train/validation split).
 * :class:`PointerDataModule` -- convex hulls or sorting (chapter 02); each batch is a fresh task draw,
   ``(inputs (B, n, d), targets (B, m), lengths (B,))``.
 * :class:`SymbolFramesDataModule` -- the chapter 04 symbols->frames task; each batch is a fresh draw, the dict of
@@ -174,7 +174,8 @@ class CharDataModule(_BookDataModule):
         batch_size: windows per batch.
         batches_per_epoch: training batches per epoch (random windows; an "epoch" is a checkpoint period).
         val_batches: batches in the fixed validation (and test) set.
-        val_fraction, test_fraction: tail fractions of the text held out for validation and test.
+        val_fraction, test_fraction: tail fractions of the text held out for validation and test
+            (``test_fraction=0``: a plain train/validation split, no test set).
         seed: fixes the windows of every epoch and of the held-out sets.
         num_workers: ``DataLoader`` worker processes.
     """
@@ -196,10 +197,10 @@ class CharDataModule(_BookDataModule):
         _check_positive("block_size", block_size)
         if max_chars is not None:
             _check_positive("max_chars", max_chars)
-        if not (0.0 < val_fraction < 1.0 and 0.0 < test_fraction < 1.0 and val_fraction + test_fraction < 1.0):
+        if not (0.0 < val_fraction < 1.0 and 0.0 <= test_fraction < 1.0 and val_fraction + test_fraction < 1.0):
             raise ValueError(
-                f"val_fraction and test_fraction must be in (0, 1) with a sum below 1, got {val_fraction}, "
-                f"{test_fraction}"
+                f"val_fraction must be in (0, 1) and test_fraction in [0, 1) (0: no test split), with a sum below 1; "
+                f"got val_fraction={val_fraction}, test_fraction={test_fraction}"
             )
         if corpus not in ("stdlib", "tiny_shakespeare", "auto") and not Path(corpus).expanduser().is_file():
             raise FileNotFoundError(
@@ -250,7 +251,11 @@ class CharDataModule(_BookDataModule):
         held_out = self.val_batches * self.batch_size
         self.train_data = CharWindows(train, self.block_size)
         self.val_data = CharWindows(val, self.block_size, self._fixed_starts(len(val), held_out, salt=1))
-        self.test_data = CharWindows(test, self.block_size, self._fixed_starts(len(test), held_out, salt=2))
+        self.test_data = (  # test_fraction=0: a plain train/validation split
+            CharWindows(test, self.block_size, self._fixed_starts(len(test), held_out, salt=2))
+            if self.test_fraction > 0
+            else None
+        )
 
     def _fixed_starts(self, length: int, count: int, salt: int) -> Tensor:
         if length <= self.block_size:
@@ -274,11 +279,15 @@ class CharDataModule(_BookDataModule):
         return self._loader(self.val_data, None, self.batch_size)
 
     def test_dataloader(self) -> DataLoader:
+        if self.test_data is None:
+            raise ValueError("data.test_fraction=0: this CharDataModule has no test split (evaluate with validate)")
         return self._loader(self.test_data, None, self.batch_size)
 
     def predict_dataloader(self) -> DataLoader:
-        """The first batch of the test set; the GPT module continues a prefix of each window."""
-        first = CharWindows(self.test_data.data, self.block_size, self.test_data.starts[: self.batch_size])
+        """The first batch of the test set (of the validation set when ``test_fraction=0``); the GPT module
+        continues a prefix of each window."""
+        source = self.val_data if self.test_data is None else self.test_data
+        first = CharWindows(source.data, self.block_size, source.starts[: self.batch_size])
         return self._loader(first, None, self.batch_size)
 
 

@@ -13,8 +13,8 @@ parser and build the same Trainer.
     run_dir/run.lock                      held while a run writes the folder (attnbook.train.lock.RunLock)
     run_dir/validate/, test/, predict/    an evaluation's own log, config.yaml (and predictions.pt)
     run_dir/checkpoints/last.ckpt         written at the end of every epoch (resume: --ckpt_path last)
-    run_dir/checkpoints/best.ckpt         the best epoch by engine.monitor (val/loss by default)
-    run_dir/checkpoints/epoch=NNN.ckpt    every engine.save_every_n_epochs epochs (0: none)
+    run_dir/checkpoints/best.ckpt         the best epoch by engine.monitor (val/loss by default), weights only
+    run_dir/checkpoints/epoch=NNN.ckpt    every engine.save_every_n_epochs epochs (0: none), weights only
 
 A ``fit`` without ``--ckpt_path`` refuses a folder that already holds a run (``engine.overwrite: true`` starts
 it over); ``--ckpt_path last`` resumes it and appends to its logs (dropping rows logged after that checkpoint).
@@ -23,9 +23,9 @@ run writes nothing, so runs on read-only shares can be evaluated and loaded. Und
 datamodules split each epoch across ranks themselves (``engine.lightning_distributed_sampler`` hands that back
 to Lightning). Checkpoints are written atomically (:class:`~attnbook.train.checkpoint.AtomicCheckpointIO`). The engine
 adds a learning-rate monitor, the throughput/MFU monitor (:class:`~attnbook.train.callbacks.ThroughputMonitor`,
-``engine.peak_flops``) and a progress bar to whatever ``trainer.callbacks`` the config lists. Everything
-else -- precision (``bf16-mixed``), gradient accumulation, clipping, devices, DDP/FSDP strategies,
-multi-node -- is a plain ``trainer.*`` setting, handled by Lightning.
+``engine.peak_flops``) and a progress bar showing tokens/s and ms/step to whatever ``trainer.callbacks`` the
+config lists. Everything else -- precision (``bf16-mixed``), gradient accumulation, clipping, devices, DDP/FSDP
+strategies, multi-node -- is a plain ``trainer.*`` setting, handled by Lightning.
 """
 
 from __future__ import annotations
@@ -46,11 +46,12 @@ from typing import Any, Literal
 import lightning.pytorch as pl
 import torch
 from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from attnbook.train.callbacks import EpochProgressLines, ThroughputMonitor
+import attnbook.train.data  # noqa: F401  (defines the datamodules, so --help lists them as --data's subclasses)
+from attnbook.train.callbacks import EpochProgressLines, ThroughputMonitor, ThroughputProgressBar
 from attnbook.train.checkpoint import AtomicCheckpointIO, read_checkpoint
 from attnbook.train.lock import RunLock
 from attnbook.train.loggers import MetricsLogCursor, ResumableCSVLogger
@@ -146,6 +147,14 @@ def _in_notebook() -> bool:
     return shell is not None and hasattr(shell, "kernel")
 
 
+class _LastCheckpoint(ModelCheckpoint):
+    """Writes ``last.ckpt`` (resumable) only; its own state key, distinct from the epoch snapshots' callback."""
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(role="last", every_n_epochs=self._every_n_epochs)
+
+
 def trainer_kwargs(engine: EngineOptions, fresh_logs: bool = False, **kwargs: Any) -> dict[str, Any]:
     """Trainer arguments: ``kwargs`` (the config's ``trainer:`` section) completed by the engine's options.
 
@@ -171,14 +180,27 @@ def trainer_kwargs(engine: EngineOptions, fresh_logs: bool = False, **kwargs: An
         out["logger"] = loggers or False
     has_logger = bool(out["logger"])
     if out.get("enable_checkpointing") is not False:
+        # Only last.ckpt carries what resuming needs (optimizer and schedule state, loops, callbacks): for AdamW
+        # that is twice the weights again. best.ckpt and the epoch snapshots are for evaluating and sampling,
+        # so they hold the weights (and the attnbook spec and tokenizer) only: a third of the size.
+        if engine.monitor:
+            callbacks.append(
+                ModelCheckpoint(
+                    dirpath=engine.checkpoint_dir,
+                    filename="best",
+                    monitor=engine.monitor,
+                    mode=engine.monitor_mode,
+                    save_top_k=1,
+                    save_weights_only=True,
+                    auto_insert_metric_name=False,
+                    enable_version_counter=False,
+                )
+            )
         callbacks.append(
-            ModelCheckpoint(
+            _LastCheckpoint(
                 dirpath=engine.checkpoint_dir,
-                filename="best",
-                monitor=engine.monitor,
-                mode=engine.monitor_mode,
-                save_top_k=1 if engine.monitor else 0,
-                save_last=True,
+                filename="last",  # the newest epoch, as "top 1" of no metric: written every epoch
+                save_top_k=1,
                 auto_insert_metric_name=False,
                 enable_version_counter=False,
             )
@@ -190,6 +212,7 @@ def trainer_kwargs(engine: EngineOptions, fresh_logs: bool = False, **kwargs: An
                     filename="epoch={epoch:03d}",
                     every_n_epochs=engine.save_every_n_epochs,
                     save_top_k=-1,
+                    save_weights_only=True,
                     auto_insert_metric_name=False,
                     enable_version_counter=False,
                 )
@@ -201,7 +224,9 @@ def trainer_kwargs(engine: EngineOptions, fresh_logs: bool = False, **kwargs: An
         out["enable_progress_bar"] = engine.progress_bar
     if out["enable_progress_bar"]:  # a redrawn bar in a terminal or notebook; one line per epoch in a log file
         interactive = _in_notebook() or (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())
-        callbacks.append(TQDMProgressBar(engine.progress_refresh_rate) if interactive else EpochProgressLines())
+        callbacks.append(
+            ThroughputProgressBar(refresh_rate=engine.progress_refresh_rate) if interactive else EpochProgressLines()
+        )
     out["callbacks"] = callbacks
     plugins = out.get("plugins")
     plugins = [] if plugins is None else (list(plugins) if isinstance(plugins, (list, tuple)) else [plugins])

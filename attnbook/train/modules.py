@@ -143,6 +143,10 @@ class BookModule(pl.LightningModule):
             )
         return self.net(*args, **kwargs)
 
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """The network's forward (what Lightning's model summary runs on ``example_input_array`` to count FLOPs)."""
+        return self.run_net(*args, **kwargs)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["attnbook"] = {
             "class_path": f"{type(self).__module__}.{type(self).__qualname__}",
@@ -236,8 +240,9 @@ class GPTModule(BookModule):
     ``max_new_tokens`` sampled characters.
 
     Args:
-        vocab_size, block_size, n_layer, n_head, n_embd, dropout, bias, attn_backend: the
-            :class:`~attnbook.models.gpt.GPTConfig` (``attn_backend="auto"`` takes the fused kernel).
+        vocab_size, block_size, n_layer, n_head, n_embd, dropout, bias, attn_backend, activation: the
+            :class:`~attnbook.models.gpt.GPTConfig` (``attn_backend="auto"`` takes the fused kernel;
+            ``activation="gelu"`` the exact GELU, faster on a CPU than GPT-2's tanh approximation).
         prompt_length, max_new_tokens, temperature, top_k: sampling in ``predict``.
         lr, weight_decay, betas, warmup_steps, min_lr_ratio, lr_decay_steps, compile: see :class:`BookModule`.
     """
@@ -252,6 +257,7 @@ class GPTModule(BookModule):
         dropout: float = 0.0,
         bias: bool = True,
         attn_backend: str = "auto",
+        activation: str = "gelu_tanh",
         prompt_length: int = 16,
         max_new_tokens: int = 100,
         temperature: float = 0.8,
@@ -274,6 +280,7 @@ class GPTModule(BookModule):
             "dropout": dropout,
             "bias": bias,
             "attn_backend": attn_backend,
+            "activation": activation,
         }
         from attnbook.models.gpt import GPTConfig
 
@@ -303,6 +310,8 @@ class GPTModule(BookModule):
     def make_net(self, spec: dict[str, Any]) -> nn.Module:
         from attnbook.models.gpt import GPT, GPTConfig
 
+        # The model summary's FLOPs: one forward pass of a full-length sequence (zero without an example input).
+        self.example_input_array = torch.zeros((1, self.config_kwargs["block_size"]), dtype=torch.long)
         return GPT(GPTConfig(vocab_size=int(spec["vocab_size"]), **self.config_kwargs))
 
     @property
