@@ -65,7 +65,19 @@ PAGES = [
     (
         "train",
         "attnbook.train",
-        ["engine", "modules", "data", "presets", "schedule", "callbacks", "checkpoint", "lock", "loggers", "curves"],
+        [
+            "engine",
+            "modules",
+            "data",
+            "presets",
+            "schedule",
+            "callbacks",
+            "checkpoint",
+            "lock",
+            "loggers",
+            "curves",
+            "help",
+        ],
     ),
     ("utilities", "attnbook.config, .profiling, .viz, .cli", ["config", "profiling", "viz", "cli"]),
 ]

@@ -163,8 +163,12 @@ def test_only_last_checkpoint_carries_optimizer_state_and_best_still_evaluates(
     assert main(["fit", *common, "--trainer.max_epochs", "3", "--ckpt_path", "last"]) == 0  # and last resumes
 
 
-def test_progress_bar_shows_tokens_per_second_and_ms_per_step(tmp_path: Path) -> None:
+def test_progress_bar_shows_tokens_per_second_and_ms_per_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import lightning.pytorch as pl
+
+    import attnbook.train.engine
+
+    monkeypatch.setattr(attnbook.train.engine, "_in_notebook", lambda: True)  # the interactive bar (a log gets lines)
 
     from attnbook.train import CharDataModule, EngineOptions, GPTModule, ThroughputProgressBar, trainer_kwargs
 
