@@ -60,7 +60,7 @@ PAGES = [
             "histogram",
         ],
     ),
-    ("models", "attnbook.models", ["pointer", "transformer", "gpt", "block_transformer"]),
+    ("models", "attnbook.models", ["pointer", "transformer", "gpt", "block_transformer", "hierarchical"]),
     ("data", "attnbook.data", ["regression", "pointer", "seq2seq", "positions", "text", "recall", "registry"]),
     (
         "train",
