@@ -9,9 +9,10 @@
 * :mod:`~attnbook.attention.positional` -- positional encodings and position parts (ch. 05)
 * :mod:`~attnbook.attention.routing` -- routing attention: online k-means clusters shared by queries and keys (ch. 10)
 * :mod:`~attnbook.attention.histogram` -- histogram self-attention: pixels sorted into intensity bins (ch. 10)
+* :mod:`~attnbook.attention.ring` -- ring self-attention: a sequence split across processes (ch. 12)
 """
 
-from attnbook.attention import additive, core, functional, histogram, kernel, masks, positional, routing
+from attnbook.attention import additive, core, functional, histogram, kernel, masks, positional, ring, routing
 from attnbook.attention.additive import *  # noqa: F403
 from attnbook.attention.core import *  # noqa: F403
 from attnbook.attention.functional import *  # noqa: F403
@@ -20,6 +21,7 @@ from attnbook.attention.kernel import *  # noqa: F403
 from attnbook.attention.masks import *  # noqa: F403
 from attnbook.attention.normalizers import SparsemaxNormalizer, sparsemax
 from attnbook.attention.positional import *  # noqa: F403
+from attnbook.attention.ring import *  # noqa: F403
 from attnbook.attention.routing import *  # noqa: F403
 
 __all__ = [
@@ -33,4 +35,5 @@ __all__ = [
     *positional.__all__,
     *routing.__all__,
     *histogram.__all__,
+    *ring.__all__,
 ]
