@@ -1,26 +1,26 @@
 """Ring self-attention: exact attention over a sequence split across processes (chapter 12).
 
 Paper: *Sequence Parallelism: Long Sequence Training from System Perspective* (Li, Xue, Baranwal, Li and You, 2021,
-:cite:`li2021sequence`). It splits a sequence of length ``T`` into ``W`` chunks of ``C = T / W`` positions, one per
-process ("rank") of a ring. Rank ``n`` holds its queries, keys and values ``Q_n, K_n, V_n`` of shape
-``(B, H, C, d)`` and never the whole sequence. Ring self-attention (RSA) computes the rows of attention
-that belong to its queries in two stages:
+:cite:`li2021sequence`). It splits a sequence of length ``T`` into ``R`` chunks of ``C = T / R`` positions, one per
+process ("rank") of a ring of ``R`` ranks (PyTorch's world size). Rank ``r`` holds its queries, keys and
+values ``Q_r, K_r, V_r`` of shape ``(B, H, C, d)`` and never the whole sequence. Ring self-attention (RSA)
+computes the rows of attention that belong to its queries in two stages:
 
-1. **Keys travel.** ``W - 1`` times, every rank sends the key chunk it holds to the next rank and receives
-   one from the previous rank, so that rank ``n`` meets every ``K_m`` once and fills its score block
-   ``S_n = Q_n [K_1; ...; K_W]^T * scale`` of shape ``(B, H, C, T)``: full rows, so the softmax
-   ``A_n = softmax(S_n)`` is local and exact.
-2. **Values travel.** The value chunks go round the same ring and rank ``n`` sums
-   ``O_n = sum_m A_{n,m} V_m``, shape ``(B, H, C, d_v)``.
+1. **Keys travel.** ``R - 1`` times, every rank sends the key chunk it holds to the next rank and receives
+   one from the previous rank, so that rank ``r`` meets every ``K_m`` once and fills its score block
+   ``S_r = Q_r [K_1; ...; K_R]^T * scale`` of shape ``(B, H, C, T)``: full rows, so the softmax
+   ``A_r = softmax(S_r)`` is local and exact.
+2. **Values travel.** The value chunks go round the same ring and rank ``r`` sums
+   ``O_r = sum_m A_{r,m} V_m``, shape ``(B, H, C, d_v)``.
 
 The backward pass follows the paper's code (ColossalAI's ``RingQK``/``RingAV``): the query gradient
-``dQ_n = dS_n K * scale`` and the weight gradient ``dA_n = dO_n V^T`` need the other ranks' keys and values,
+``dQ_r = dS_r K * scale`` and the weight gradient ``dA_r = dO_r V^T`` need the other ranks' keys and values,
 so those go round the ring again; the key and value gradients ``dK = dS^T Q``, ``dV = A^T dO`` sum over
 every rank's queries, so each rank computes its contribution for the whole sequence ``(B, H, T, d)`` and an
-all-reduce adds them up. The score block per rank is ``B H C T`` numbers, ``1/W`` of full attention's.
+all-reduce adds them up. The score block per rank is ``B H C T`` numbers, ``1/R`` of full attention's.
 
 :func:`ring_self_attention` is the function (it runs inside an initialised :mod:`torch.distributed` group);
-:func:`run_distributed` starts ``W`` local processes with such a group, so the ring runs in a notebook;
+:func:`run_distributed` starts ``R`` local processes with such a group, so the ring runs in a notebook;
 :func:`split_sequence` cuts a full tensor into the ranks' chunks; :class:`CommunicationLog` counts the bytes a
 rank sends, and :func:`ring_communication_bytes` is the formula it should match.
 """
@@ -59,7 +59,7 @@ __all__ = [
 class CommunicationLog:
     """Bytes one rank hands to the network: ``ring_bytes`` sent to its neighbour, ``all_reduce_bytes`` given to
     all-reduces (the payload; how many bytes an all-reduce moves depends on its algorithm, about
-    ``2 (W-1)/W`` times the payload for a ring all-reduce)."""
+    ``2 (R-1)/R`` times the payload for a ring all-reduce)."""
 
     ring_bytes: int = 0
     all_reduce_bytes: int = 0
@@ -81,8 +81,8 @@ def _group_info(group: dist.ProcessGroup | None) -> tuple[int, int]:
 def ring_pass(tensor: Tensor, group: dist.ProcessGroup | None = None, log: CommunicationLog | None = None) -> Tensor:
     """Send ``tensor`` to the next rank of the ring and return the one the previous rank sent (same shape).
 
-    Rank ``n`` sends to ``(n + 1) mod W`` and receives from ``(n - 1) mod W``; every rank must call it with a
-    tensor of the same shape and dtype. With ``W = 1`` the tensor comes back unchanged and nothing is sent.
+    Rank ``r`` sends to ``(r + 1) mod R`` and receives from ``(r - 1) mod R``; every rank must call it with a
+    tensor of the same shape and dtype. With ``R = 1`` the tensor comes back unchanged and nothing is sent.
     """
     rank, world = _group_info(group)
     if world == 1:
@@ -104,7 +104,7 @@ def _chunk_range(owner: int, chunk: int) -> slice:
 
 
 class _RingScores(torch.autograd.Function):
-    """Stage 1: the score block ``S_n = Q_n K^T`` of shape ``(B, H, C, T)``, keys passed round the ring."""
+    """Stage 1: the score block ``S_r = Q_r K^T`` of shape ``(B, H, C, T)``, keys passed round the ring."""
 
     @staticmethod
     def forward(ctx: Any, q: Tensor, k: Tensor, group: Any, log: Any) -> Tensor:
@@ -113,7 +113,7 @@ class _RingScores(torch.autograd.Function):
         scores = q.new_empty(*q.shape[:-1], chunk * world)  # (B, H, C, T)
         held = k
         for step in range(world):
-            owner = (rank - step) % world  # after `step` passes, rank n holds the keys of rank n - step
+            owner = (rank - step) % world  # after `step` passes, rank r holds the keys of rank r - step
             scores[..., _chunk_range(owner, chunk)] = q @ held.transpose(-2, -1)  # (B, H, C, C)
             if step < world - 1:
                 held = ring_pass(held, group, log)
@@ -126,14 +126,14 @@ class _RingScores(torch.autograd.Function):
         q, k = ctx.saved_tensors
         rank, world = _group_info(ctx.group)
         chunk = k.shape[-2]
-        # dK: this rank's queries contribute dS_n^T Q_n to every key; the all-reduce sums the ranks.
+        # dK: this rank's queries contribute dS_r^T Q_r to every key; the all-reduce sums the ranks.
         grad_k_all = grad_scores.transpose(-2, -1) @ q  # (B, H, T, d)
         if world > 1:
             dist.all_reduce(grad_k_all, group=ctx.group)
             if ctx.log is not None:
                 ctx.log.all_reduce_bytes += _nbytes(grad_k_all)
         grad_k = grad_k_all[..., _chunk_range(rank, chunk), :].contiguous()  # (B, H, C, d)
-        # dQ_n = sum_m dS_{n,m} K_m: the keys go round the ring once more.
+        # dQ_r = sum_m dS_{r,m} K_m: the keys go round the ring once more.
         grad_q = torch.zeros_like(q)
         held = k
         for step in range(world):
@@ -145,7 +145,7 @@ class _RingScores(torch.autograd.Function):
 
 
 class _RingWeightedSum(torch.autograd.Function):
-    """Stage 2: ``O_n = sum_m A_{n,m} V_m`` of shape ``(B, H, C, d_v)``, values passed round the ring."""
+    """Stage 2: ``O_r = sum_m A_{r,m} V_m`` of shape ``(B, H, C, d_v)``, values passed round the ring."""
 
     @staticmethod
     def forward(ctx: Any, weights: Tensor, v: Tensor, group: Any, log: Any) -> Tensor:
@@ -167,14 +167,14 @@ class _RingWeightedSum(torch.autograd.Function):
         weights, v = ctx.saved_tensors
         rank, world = _group_info(ctx.group)
         chunk = v.shape[-2]
-        # dV: this rank's weights contribute A_n^T dO_n to every value; the all-reduce sums the ranks.
+        # dV: this rank's weights contribute A_r^T dO_r to every value; the all-reduce sums the ranks.
         grad_v_all = weights.transpose(-2, -1) @ grad_out  # (B, H, T, d_v)
         if world > 1:
             dist.all_reduce(grad_v_all, group=ctx.group)
             if ctx.log is not None:
                 ctx.log.all_reduce_bytes += _nbytes(grad_v_all)
         grad_v = grad_v_all[..., _chunk_range(rank, chunk), :].contiguous()  # (B, H, C, d_v)
-        # dA_{n,m} = dO_n V_m^T: the values go round the ring once more.
+        # dA_{r,m} = dO_r V_m^T: the values go round the ring once more.
         grad_weights = torch.empty_like(weights)  # (B, H, C, T)
         held = v
         for step in range(world):
@@ -212,7 +212,7 @@ def ring_self_attention(
 
     Args:
         q, k, v: this rank's chunks, ``(B, H, C, d)``, ``(B, H, C, d)``, ``(B, H, C, d_v)``: positions
-            ``rank * C`` to ``(rank + 1) * C - 1`` of a sequence of ``T = W * C`` (:func:`split_sequence`).
+            ``rank * C`` to ``(rank + 1) * C - 1`` of a sequence of ``T = R * C`` (:func:`split_sequence`).
             Every rank must pass chunks of the same shapes.
         causal: a query at global position ``i`` sees keys ``j <= i`` only.
         scale: logit scale, ``1/sqrt(d)`` by default.
@@ -267,9 +267,9 @@ def ring_communication_bytes(
 ) -> dict[str, int]:
     """Bytes one rank sends in one forward and one backward of :func:`ring_self_attention`.
 
-    Each stage passes a ``(B, H, C, ·)`` chunk ``W - 1`` times (keys and values in the forward, again in the
+    Each stage passes a ``(B, H, C, ·)`` chunk ``R - 1`` times (keys and values in the forward, again in the
     backward); the backward hands two full-length gradients ``(B, H, T, d)`` and ``(B, H, T, d_v)`` to
-    all-reduces. With ``W = 1`` nothing is sent.
+    all-reduces. With ``R = 1`` nothing is sent.
     """
     for name, value in (("batch", batch), ("heads", heads), ("length", length), ("world_size", world_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -284,7 +284,7 @@ def ring_communication_bytes(
 
 
 def _worker(rank: int, world_size: int, backend: str, store_path: str, out_dir: str, fn: Callable, args: tuple) -> None:
-    torch.set_num_threads(1)  # W processes share the machine's cores; one thread each avoids oversubscription
+    torch.set_num_threads(1)  # R processes share the machine's cores; one thread each avoids oversubscription
     try:
         if backend == "nccl":
             torch.cuda.set_device(rank % torch.cuda.device_count())

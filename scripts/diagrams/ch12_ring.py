@@ -1,9 +1,9 @@
-"""Chapter 12: ring self-attention on W = 4 ranks.
+"""Chapter 12: ring self-attention on R = 4 ranks.
 
 Each rank holds one chunk of C positions: its queries, keys and values. Stage 1 passes the key chunks round the
-ring (rank n sends to rank n + 1), and after W - 1 passes rank n has filled every column block of its score block
-S_n (C x T); the number in a block is the pass at which that rank's keys arrived. The softmax over full rows is
-local. Stage 2 passes the value chunks round the same ring and sums O_n = sum_m A_{n,m} V_m.
+ring (rank r sends to rank r + 1), and after R - 1 passes rank r has filled every column block of its score block
+S_r (C x T); the number in a block is the pass at which that rank's keys arrived. The softmax over full rows is
+local. Stage 2 passes the value chunks round the same ring and sums O_r = sum_m A_{r,m} V_m.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def main() -> None:
         ax,
         LEFT,
         5.95,
-        r"Ring self-attention, $W = 4$ ranks: the keys (stage 1), then the values (stage 2) travel round the ring; "
+        r"Ring self-attention, $R = 4$ ranks: the keys (stage 1), then the values (stage 2) travel round the ring; "
         r"each rank keeps its queries",
         size=11,
     )
@@ -86,7 +86,7 @@ def main() -> None:
         ax,
         width / 2,
         0.22,
-        r"and rank $W{-}1$ sends to rank 0: a ring",
+        r"and rank $R{-}1$ sends to rank 0: a ring",
         ha="center",
         va="center",
         size=9.5,
