@@ -134,17 +134,42 @@ def test_bad_input():
         ring_communication_bytes(1, 1, 10, 4, 4, 4, 8)
 
 
-def _bad_rank_input(rank, world):
+def _bad_rank_input(rank, world, kind):
     x = torch.randn(1, 2, 3, 4)
-    if rank == 0:
+    if rank == 0 and kind == "length":
         return ring_self_attention(x, torch.randn(1, 2, 4, 4), torch.randn(1, 2, 4, 4))
-    y = torch.randn(2, 3, 4)
-    return ring_self_attention(y, y, y)
+    if rank == 0 and kind == "rank":
+        y = torch.randn(2, 3, 4)
+        return ring_self_attention(y, y, y)
+    return ring_self_attention(x, x, x)  # waits for rank 0, which fails: run_distributed ends it
 
 
-def test_bad_chunks_inside_the_group_name_the_shapes():
-    with pytest.raises(RuntimeError) as info:
-        run_distributed(_bad_rank_input, 2)
-    message = str(info.value)
-    assert "q and k chunks must have the same length" in message
-    assert "(B, H, C, d) chunks" in message
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [("length", "q and k chunks must have the same length"), ("rank", r"\(B, H, C, d\) chunks")],
+)
+def test_bad_chunks_inside_the_group_name_the_shapes(kind, message):
+    with pytest.raises(RuntimeError, match=message):
+        run_distributed(_bad_rank_input, 2, kind)
+
+
+def _cuda_checks(rank, world, q, k, v, grad_out):
+    """The ring on this rank's GPU (NCCL); results come back on the CPU."""
+    device = torch.device("cuda", torch.cuda.current_device())
+    chunks = [split_sequence(t, world)[rank].to(device) for t in (q, k, v, grad_out)]
+    qs, ks, vs = (c.requires_grad_() for c in chunks[:3])
+    out = ring_self_attention(qs, ks, vs, causal=True)
+    (out * chunks[3]).sum().backward()
+    return [t.detach().cpu() for t in (out, qs.grad, ks.grad, vs.grad)]
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available() or torch.cuda.device_count() < 2 or not torch.distributed.is_nccl_available(),
+    reason="the NCCL ring needs two CUDA devices",
+)
+def test_nccl_ring_equals_full_attention():
+    world = 2
+    results = run_distributed(_cuda_checks, world, *inputs(), backend="nccl")
+    for i, want in enumerate(full_attention(causal=True)):
+        got = torch.cat([results[r][i] for r in range(world)], dim=-2)
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)

@@ -330,9 +330,11 @@ def run_distributed(
     ``r mod`` the number of GPUs; pass ``backend="gloo"`` to force CPU). The processes meet through a file
     store in a temporary folder, so no network port is needed. On CPU they are forked, so ``fn`` may be
     defined in a notebook; NCCL needs a fresh CUDA context, so its processes are spawned and ``fn`` must be
-    importable from a module. Each process uses one thread. Returns the ``world_size`` return values in rank
-    order (they travel by :func:`torch.save`, so tensors are fine); if any rank fails, raises ``RuntimeError``
-    with its traceback.
+    importable from a module (the NCCL path is written for GPUs but not exercised by the book's CPU-only tests:
+    ``tests/test_ring.py`` runs it only where two CUDA devices exist). Each process uses one thread.
+
+    Returns the ``world_size`` return values in rank order (they travel by :func:`torch.save`, so tensors are
+    fine); if any rank fails, raises ``RuntimeError`` with its traceback, after ending the other ranks.
     """
     if not callable(fn):
         raise TypeError(f"run_distributed: fn must be callable, got {type(fn).__name__}")
