@@ -58,6 +58,7 @@ PAGES = [
             "windows",
             "routing",
             "histogram",
+            "ring",
         ],
     ),
     ("models", "attnbook.models", ["pointer", "transformer", "gpt", "block_transformer", "hierarchical"]),

@@ -15,6 +15,7 @@
   axial attention, Combiner's factorised attention, grouped attention (ch. 09)
 * :mod:`~attnbook.attention.routing` -- routing attention: online k-means clusters shared by queries and keys (ch. 10)
 * :mod:`~attnbook.attention.histogram` -- histogram self-attention: pixels sorted into intensity bins (ch. 10)
+* :mod:`~attnbook.attention.ring` -- ring self-attention: a sequence split across processes (ch. 12)
 """
 
 from attnbook.attention import (
@@ -29,6 +30,7 @@ from attnbook.attention import (
     local,
     masks,
     positional,
+    ring,
     routing,
     tiled,
     windows,
@@ -45,6 +47,7 @@ from attnbook.attention.local import *  # noqa: F403
 from attnbook.attention.masks import *  # noqa: F403
 from attnbook.attention.normalizers import SparsemaxNormalizer, sparsemax
 from attnbook.attention.positional import *  # noqa: F403
+from attnbook.attention.ring import *  # noqa: F403
 from attnbook.attention.routing import *  # noqa: F403
 from attnbook.attention.tiled import *  # noqa: F403
 from attnbook.attention.windows import *  # noqa: F403
@@ -66,4 +69,5 @@ __all__ = [
     *grouped.__all__,
     *routing.__all__,
     *histogram.__all__,
+    *ring.__all__,
 ]
