@@ -250,7 +250,7 @@ HEADER = (
 
 def page(results: list[Result], args: argparse.Namespace, command: str, seconds: float) -> str:
     rows = "\n".join(format_row(r) for r in results)
-    return f"""(appendix-zoo)=
+    return f"""(appendix-long-attention-zoo)=
 # The long-attention zoo
 
 Every attention mechanism of Part II in one model, trained on the same generated long-range tasks at an equal

@@ -73,7 +73,7 @@ def test_page_is_written_whole(tmp_path):
         + ["--train-size", "16", "--test-size", "16"]
     )
     text = out.read_text()
-    assert text.startswith("(appendix-zoo)=") and "--steps 2" in text
+    assert text.startswith("(appendix-long-attention-zoo)=") and "--steps 2" in text
     assert len(results) == 2 and all(len(r.accuracies) == 2 for r in results)
     assert sum(line.startswith("| full |") for line in text.splitlines()) == 2
     assert not list(tmp_path.glob("*.tmp"))
