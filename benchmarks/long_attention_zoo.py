@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import multiprocessing
 import platform
 import shlex
 import statistics
@@ -215,10 +216,19 @@ def run(args: argparse.Namespace) -> list[Result]:
     unknown = [m for m in args.mechanisms if m not in MECHANISMS]
     if unknown:
         raise SystemExit(f"unknown mechanism(s) {unknown}; the registry has {sorted(MECHANISMS)}")
+    tasks = make_tasks(args)
+    jobs = [(t, name, seed) for t in range(len(tasks)) for name in args.mechanisms for seed in range(args.seeds)]
+    if args.jobs > 1:  # one training per process, one thread each; forked, so the tasks are shared, not pickled
+        context = multiprocessing.get_context("fork")
+        with context.Pool(args.jobs, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+            outcomes = pool.starmap(_train_job, [(tasks, t, name, seed, args) for t, name, seed in jobs])
+    else:
+        outcomes = [_train_job(tasks, t, name, seed, args) for t, name, seed in jobs]
+    by_job = dict(zip(jobs, outcomes, strict=True))
     results = []
-    for task in make_tasks(args):
+    for t, task in enumerate(tasks):
         for name in args.mechanisms:
-            runs = [train_one(name, MECHANISMS[name], task, seed, args) for seed in range(args.seeds)]
+            runs = [by_job[(t, name, seed)] for seed in range(args.seeds)]
             result = Result(
                 name,
                 task.name,
@@ -231,6 +241,12 @@ def run(args: argparse.Namespace) -> list[Result]:
             results.append(result)
             print(format_row(result), flush=True)
     return results
+
+
+def _train_job(
+    tasks: list[Task], t: int, name: str, seed: int, args: argparse.Namespace
+) -> tuple[float, float, int, int]:
+    return train_one(name, MECHANISMS[name], tasks[t], seed, args)
 
 
 def format_row(r: Result) -> str:
@@ -266,7 +282,8 @@ Chance is 1/16 on both. Model: {args.layers} pre-norm encoder blocks, width {arg
 learned positions, read-out at the last position. Training: AdamW (learning rate {args.lr}, warm-up
 {args.warmup} steps, cosine decay), {args.steps} steps of batch {args.batch} drawn from {args.train_size:,}
 generated examples; accuracy on {args.test_size:,} held-out examples, mean (range) over {args.seeds} seeds.
-Time is the median wall time of one training step (forward, backward, optimiser) on one CPU thread; memory
+Time is the median wall time of one training step (forward, backward, optimiser) on one CPU thread
+({args.jobs} trainings ran at once, each in its own process); memory
 is the peak of the tensors one training step creates (counted at PyTorch's dispatcher, so a fused kernel's
 internal workspace is not seen). Each mechanism's definition, its cost and its parameters (window, blocks,
 clusters) are in its chapter; `benchmarks/long_attention.py` measures their cost on long inputs.
@@ -305,9 +322,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--train-size", type=int, default=20000)
     p.add_argument("--test-size", type=int, default=2000)
+    p.add_argument("--jobs", type=int, default=1, help="trainings run at once, one process and one thread each")
     p.add_argument("--out", type=Path, help="write the appendix page here (Markdown)")
     args = p.parse_args(argv)
-    for name in ("steps", "batch", "warmup", "width", "heads", "layers", "seeds", "train_size", "test_size"):
+    for name in ("steps", "batch", "warmup", "width", "heads", "layers", "seeds", "train_size", "test_size", "jobs"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.width % args.heads:

@@ -94,3 +94,11 @@ def test_page_lists_every_mechanism_of_the_registry():
     lengths = {int(t) for _, _, t in rows}
     assert len(lengths) >= 2
     assert re.search(r"```bash\npython benchmarks/long_attention_zoo.py", text)
+
+
+def test_parallel_jobs_give_the_same_results():
+    """Each training is seeded on its own, so running them in two processes changes no accuracy."""
+    argv = ["--steps", "3", "--batch", "4", "--lengths", "9", "--seeds", "2", "--mechanisms", "full", "sliding"]
+    argv += ["--train-size", "32", "--test-size", "32"]
+    one, two = zoo.run(zoo.parse(argv)), zoo.run(zoo.parse([*argv, "--jobs", "2"]))
+    assert [(r.mechanism, r.task, r.accuracies) for r in one] == [(r.mechanism, r.task, r.accuracies) for r in two]
