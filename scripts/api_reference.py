@@ -61,8 +61,12 @@ PAGES = [
             "ring",
         ],
     ),
-    ("models", "attnbook.models", ["pointer", "transformer", "gpt", "block_transformer", "hierarchical"]),
-    ("data", "attnbook.data", ["regression", "pointer", "seq2seq", "positions", "text", "recall", "registry"]),
+    ("models", "attnbook.models", ["pointer", "transformer", "gpt", "block_transformer", "hierarchical", "vit"]),
+    (
+        "data",
+        "attnbook.data",
+        ["regression", "pointer", "seq2seq", "positions", "text", "recall", "images", "registry"],
+    ),
     (
         "train",
         "attnbook.train",
