@@ -18,7 +18,16 @@ from attnbook.train.curves import read_metrics
 from attnbook.train.presets import preset_description, preset_names
 
 REPO = Path(__file__).resolve().parents[1]
-PRESETS = ["gpt-quick", "gpt-full", "seq2seq-quick", "seq2seq-full", "pointer-hull-quick", "pointer-hull-full"]
+PRESETS = [
+    "gpt-quick",
+    "gpt-full",
+    "seq2seq-quick",
+    "seq2seq-full",
+    "pointer-hull-quick",
+    "pointer-hull-full",
+    "vit-digits-quick",
+    "vit-cifar10-full",
+]
 
 _COMMON = [
     "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.max_epochs", "1",
@@ -42,6 +51,10 @@ _SHRINK = {
     "pointer": [
         "--model.init_args.hidden_dim", "16", "--data.init_args.batch_size", "8",
         "--data.init_args.num_points", "12", "--data.init_args.test_num_points", "14",
+    ],
+    "vit": [  # CIFAR-10 cannot be downloaded here: the full preset's model and augmentation run on the digits
+        "--model.init_args.dim", "16", "--model.init_args.depth", "1", "--model.init_args.num_heads", "2",
+        "--model.init_args.patch_size", "4", "--data.init_args.dataset", "digits", "--data.init_args.batch_size", "8",
     ],
 }  # fmt: skip
 
@@ -85,7 +98,7 @@ def test_full_presets_configure_the_gpu_path(preset: str, tmp_path: Path) -> Non
 
     cli = AttnbookCLI(args=["--config", str(preset_path(preset)), "--engine.run_dir", str(tmp_path)], run=False)
     assert cli.trainer.precision == ("32-true" if preset.startswith("pointer") else "bf16-mixed")
-    assert cli.model.compile is preset.startswith("gpt")
+    assert cli.model.compile is preset.startswith(("gpt", "vit"))
     assert cli.engine.save_every_n_epochs > 0
     assert cli.trainer.max_epochs * cli.datamodule.batches_per_epoch >= 5000  # full size: thousands of steps
 

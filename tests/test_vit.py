@@ -152,3 +152,23 @@ def test_cifar10_loader_names_a_broken_archive(tmp_path):
         load_cifar10("train", archive=archive)
     with pytest.raises(ValueError, match="split"):
         load_cifar10("valid", archive=archive)
+
+
+def test_random_crop_flip_shifts_and_mirrors_against_a_loop():
+    from attnbook.data.images import random_crop_flip
+
+    x = torch.rand(6, 2, 5, 7)
+    torch.testing.assert_close(random_crop_flip(x, 0, flip=False), x)
+    out = random_crop_flip(x, 2, generator=torch.Generator().manual_seed(1))
+    generator = torch.Generator().manual_seed(1)
+    shifts = torch.randint(0, 5, (6, 2), generator=generator)
+    mirror = torch.rand(6, generator=generator) < 0.5
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    for b in range(6):
+        for i in range(5):
+            for j in range(7):
+                jj = 6 - j if mirror[b] else j
+                torch.testing.assert_close(out[b, :, i, j], padded[b, :, shifts[b, 0] + i, shifts[b, 1] + jj])
+    assert mirror.any() and not mirror.all()  # this seed exercises both branches
+    with pytest.raises(ValueError, match="padding"):
+        random_crop_flip(x, -1)

@@ -10,7 +10,8 @@
   from the ``.tar.gz`` with NumPy -- no pickle is ever unpickled.
 
 Both return :class:`ImageSplit` ``(images, labels)``: ``images (N, C, H, W)`` float32 in ``[0, 1]``, ``labels (N,)``
-int64. ``DIGITS_CLASSES`` and ``CIFAR10_CLASSES`` name the classes.
+int64. ``DIGITS_CLASSES`` and ``CIFAR10_CLASSES`` name the classes. :func:`random_crop_flip` is the standard
+light augmentation (shift by up to ``padding`` pixels, mirror left-right), done on a whole batch at once.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ __all__ = [
     "load_digits_split",
     "download_cifar10",
     "load_cifar10",
+    "random_crop_flip",
 ]
 
 DIGITS_CLASSES = tuple(str(i) for i in range(10))
@@ -173,6 +175,32 @@ def load_cifar10(
     x = torch.from_numpy(np.concatenate(images)[:max_images].astype(np.float32) / 255.0)
     y = torch.from_numpy(np.concatenate(labels)[:max_images].astype(np.int64))
     return ImageSplit(x, y)
+
+
+def random_crop_flip(
+    images: Tensor, padding: int, *, flip: bool = True, generator: torch.Generator | None = None
+) -> Tensor:
+    """Each image of ``(B, C, H, W)`` shifted by a random ``(dy, dx)`` in ``[-padding, padding]`` (zeros move in)
+    and, if ``flip``, mirrored left-right with probability 1/2: the "pad, random crop, flip" augmentation.
+
+    Vectorised over the batch; the random draws come from ``generator`` (PyTorch's global one by default), on the
+    CPU, so the same seed gives the same batch on any device.
+    """
+    if images.dim() != 4:
+        raise ValueError(f"images must be (B, C, H, W), got shape {tuple(images.shape)}")
+    if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
+        raise ValueError(f"padding must be a non-negative int, got {padding!r}")
+    b, _, h, w = images.shape
+    shifts = torch.randint(0, 2 * padding + 1, (b, 2), generator=generator)  # (B, 2): the crop's corner
+    mirror = torch.rand(b, generator=generator) < 0.5 if flip else torch.zeros(b, dtype=torch.bool)
+    shifts, mirror = shifts.to(images.device), mirror.to(images.device)
+    padded = torch.nn.functional.pad(images, (padding, padding, padding, padding))  # (B, C, H + 2p, W + 2p)
+    rows = shifts[:, :1] + torch.arange(h, device=images.device)  # (B, H)
+    cols = torch.arange(w, device=images.device).expand(b, w)  # (B, W)
+    cols = torch.where(mirror[:, None], cols.flip(1), cols) + shifts[:, 1:]  # (B, W)
+    batch = torch.arange(b, device=images.device)[:, None, None]
+    out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
+    return out.permute(0, 3, 1, 2).contiguous()
 
 
 def _cifar_archive_bytes(split_records: dict[str, bytes]) -> bytes:

@@ -1,9 +1,11 @@
 """Training at any scale: attnbook's Lightning engine (the ``attnbook`` command and the chapters share it).
 
 * :mod:`~attnbook.train.modules` -- LightningModules: :class:`GPTModule`, :class:`PointerModule`,
-  :class:`Seq2SeqModule` on a shared recipe (AdamW, warm-up + cosine, finite-loss guard, optional compile).
+  :class:`Seq2SeqModule`, :class:`ViTModule` on a shared recipe (AdamW, warm-up + cosine, finite-loss guard,
+  optional compile).
 * :mod:`~attnbook.train.data` -- LightningDataModules with a resumable, seeded data order:
-  :class:`CharDataModule`, :class:`PointerDataModule`, :class:`SymbolFramesDataModule`.
+  :class:`CharDataModule`, :class:`PointerDataModule`, :class:`SymbolFramesDataModule`,
+  :class:`ImageDataModule`.
 * :mod:`~attnbook.train.engine` -- the Trainer, the ``LightningCLI``, :func:`fit_or_load`, :func:`load_module`.
 * :mod:`~attnbook.train.presets` -- the shipped YAML presets.
 * :mod:`~attnbook.train.checkpoint` -- atomic checkpoint writes; :mod:`~attnbook.train.callbacks` -- MFU.
@@ -33,6 +35,7 @@ _EXPORTS = {
     "EpochSeededSampler": "data",
     "PointerDataModule": "data",
     "SymbolFramesDataModule": "data",
+    "ImageDataModule": "data",
     "AttnbookCLI": "engine",
     "EngineOptions": "engine",
     "FitResult": "engine",
@@ -46,6 +49,7 @@ _EXPORTS = {
     "RunLock": "lock",
     "PointerModule": "modules",
     "Seq2SeqModule": "modules",
+    "ViTModule": "modules",
     "preset_description": "presets",
     "preset_names": "presets",
     "preset_path": "presets",

@@ -15,6 +15,10 @@ interruption -- the property ``tests/test_train.py`` checks by killing a real tr
   ``(inputs (B, n, d), targets (B, m), lengths (B,))``.
 * :class:`SymbolFramesDataModule` -- the chapter 04 symbols->frames task; each batch is a fresh draw, the dict of
   :meth:`attnbook.data.seq2seq.SymbolFramesTask.sample`.
+* :class:`ImageDataModule` -- image classification (chapter 13): scikit-learn's digits (offline) or CIFAR-10
+  (downloaded once, checksummed); items ``(image (C, H, W), label)``, normalised per channel with the training
+  split's statistics; the validation split is held out of the training split by the seed, the test split is the
+  dataset's own.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ __all__ = [
     "CharDataModule",
     "PointerDataModule",
     "SymbolFramesDataModule",
+    "ImageDataModule",
 ]
 
 log = logging.getLogger(__name__)
@@ -416,3 +421,113 @@ class SymbolFramesDataModule(_GeneratedDataModule):
 
     def _make_batch(self, generator: torch.Generator, split: str) -> dict[str, Tensor]:
         return self.task.sample(self.batch_size, generator=generator)
+
+
+class _Images(Dataset):
+    def __init__(self, images: Tensor, labels: Tensor) -> None:
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        return self.images[index], self.labels[index]
+
+
+class ImageDataModule(_BookDataModule):
+    """Image classification: ``"digits"`` (scikit-learn's 8x8 digits, offline) or ``"cifar10"`` (32x32, downloaded).
+
+    Args:
+        dataset: ``"digits"`` or ``"cifar10"`` (fetched once into the cache by
+            :func:`attnbook.data.images.download_cifar10`, checked against its pinned SHA-256).
+        val_fraction: the share of the training split held out (by ``seed``) for validation.
+        max_train_images: keep only this many training images (after the validation split), for small runs.
+        batch_size, seed, num_workers: as in :class:`CharDataModule`.
+        batches_per_epoch: training batches per epoch, drawn without replacement within an epoch (at most the
+            training split's size; one pass over it is ``len(train) // batch_size``).
+        val_batches: batches of the validation and test splits to evaluate (``None``: all of them).
+        cache_dir: where CIFAR-10 is cached (default: :func:`attnbook.data.registry.get_cache_dir`).
+
+    Properties after ``setup``: ``image_size``, ``in_channels``, ``num_classes``, ``mean``/``std`` (per channel).
+    The model augments training batches itself (:class:`ViTModule`'s ``augment_padding``), so the data order and
+    the augmentation both follow the per-epoch seeds and a resumed run sees the same batches.
+    """
+
+    def __init__(
+        self,
+        dataset: Literal["digits", "cifar10"] = "digits",
+        val_fraction: float = 0.1,
+        max_train_images: int | None = None,
+        batch_size: int = 64,
+        batches_per_epoch: int = 20,
+        val_batches: int | None = None,
+        seed: int = 0,
+        num_workers: int = 0,
+        cache_dir: str | None = None,
+    ) -> None:
+        super().__init__(batch_size, batches_per_epoch, 1 if val_batches is None else val_batches, seed, num_workers)
+        if dataset not in ("digits", "cifar10"):
+            raise ValueError(f"data.dataset must be 'digits' or 'cifar10', got {dataset!r}")
+        if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
+            raise ValueError(f"data.val_fraction must be strictly between 0 and 1, got {val_fraction!r}")
+        if max_train_images is not None:
+            _check_positive("max_train_images", max_train_images)
+        self.dataset, self.val_fraction, self.max_train_images = dataset, float(val_fraction), max_train_images
+        self.val_batches_or_all, self.cache_dir = val_batches, cache_dir
+        self.mean: Tensor | None = None
+        self.std: Tensor | None = None
+
+    def _load(self) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+        from attnbook.data import images as img
+
+        if self.dataset == "digits":
+            train, test = img.load_digits_split(0.25, seed=0)  # the book's fixed digits test split
+        else:
+            train, test = img.load_cifar10("train", self.cache_dir), img.load_cifar10("test", self.cache_dir)
+        return (train.images, train.labels), (test.images, test.labels)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.mean is not None:
+            return
+        (x, y), (x_test, y_test) = self._load()
+        order = torch.randperm(len(y), generator=torch.Generator().manual_seed(self.seed * _SEED_STRIDE + 7))
+        n_val = max(1, round(self.val_fraction * len(y)))
+        val_idx, train_idx = order[:n_val], order[n_val:]
+        if self.max_train_images is not None:
+            train_idx = train_idx[: self.max_train_images]
+        if self.batches_per_epoch * self.batch_size > len(train_idx):
+            raise ValueError(
+                f"data.batches_per_epoch={self.batches_per_epoch} x data.batch_size={self.batch_size} exceeds the "
+                f"{len(train_idx)} training images of {self.dataset!r} (an epoch draws without replacement)"
+            )
+        x_train = x[train_idx]
+        self.mean = x_train.mean(dim=(0, 2, 3), keepdim=True)[0]  # (C, 1, 1)
+        self.std = x_train.std(dim=(0, 2, 3), keepdim=True)[0].clamp_min(1e-6)
+        norm = lambda images: (images - self.mean) / self.std  # noqa: E731
+        self.num_classes = int(y.max()) + 1
+        self.in_channels, self.image_size = int(x.shape[1]), int(x.shape[2])
+        self.train_data = _Images(norm(x_train), y[train_idx])
+        self.val_data = _Images(norm(x[val_idx]), y[val_idx])
+        self.test_data = _Images(norm(x_test), y_test)
+
+    def _held_out(self, data: Dataset) -> DataLoader:
+        count = len(data)  # type: ignore[arg-type]
+        if self.val_batches_or_all is not None:
+            count = min(count, self.val_batches_or_all * self.batch_size)
+        return self._loader(data, _FixedIndices(list(range(count))), self.batch_size)
+
+    def train_dataloader(self) -> DataLoader:
+        sampler = EpochSeededSampler(
+            len(self.train_data), self.batches_per_epoch * self.batch_size, seed=self.seed, replacement=False
+        )
+        return self._loader(self.train_data, sampler, self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._held_out(self.val_data)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._held_out(self.test_data)
+
+    def predict_dataloader(self) -> DataLoader:
+        """The first batch of the test split."""
+        return self._loader(self.test_data, _FixedIndices(list(range(self.batch_size))), self.batch_size)

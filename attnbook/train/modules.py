@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from attnbook.train.callbacks import NonFiniteLossError
 from attnbook.train.schedule import warmup_cosine_scheduler
 
-__all__ = ["BookModule", "GPTModule", "PointerModule", "Seq2SeqModule"]
+__all__ = ["BookModule", "GPTModule", "PointerModule", "Seq2SeqModule", "ViTModule"]
 
 _SEED_STRIDE = 1_000_003
 
@@ -542,3 +542,114 @@ class Seq2SeqModule(BookModule):
             "lengths": lengths,
             "true_lengths": batch["frame_mask"].sum(1),
         }
+
+
+class ViTModule(BookModule):
+    """The Vision Transformer of chapter 13 (:class:`attnbook.models.vit.ViT`) as an image classifier.
+
+    Batches are ``(images (B, C, H, W), labels (B,))`` (:class:`attnbook.train.ImageDataModule`). Training batches
+    are augmented here (random shifts of up to ``augment_padding`` pixels and, if ``augment_flip``, left-right
+    mirroring: :func:`attnbook.data.images.random_crop_flip`) from PyTorch's global generator, which the recipe
+    reseeds every epoch. The loss is cross-entropy with ``label_smoothing``; evaluation also logs ``acc``. Image
+    size, channels and classes default to the datamodule's.
+
+    Args:
+        image_size, in_channels, num_classes: the data's (``None``: from the datamodule).
+        patch_size, dim, depth, num_heads, mlp_ratio, dropout, pool: the ``ViT``.
+        label_smoothing, augment_padding, augment_flip: the training objective and augmentation.
+        lr, weight_decay, betas, warmup_steps, min_lr_ratio, lr_decay_steps, compile: see :class:`BookModule`.
+    """
+
+    def __init__(
+        self,
+        image_size: int | None = None,
+        in_channels: int | None = None,
+        num_classes: int | None = None,
+        patch_size: int = 2,
+        dim: int = 64,
+        depth: int = 4,
+        num_heads: int = 4,
+        mlp_ratio: float = 2.0,
+        dropout: float = 0.0,
+        pool: str = "cls",
+        label_smoothing: float = 0.0,
+        augment_padding: int = 0,
+        augment_flip: bool = False,
+        lr: float = 1e-3,
+        weight_decay: float = 0.05,
+        betas: Sequence[float] = (0.9, 0.999),
+        warmup_steps: int = 50,
+        min_lr_ratio: float = 0.01,
+        lr_decay_steps: int | None = None,
+        compile: bool = False,
+    ) -> None:
+        super().__init__(lr, weight_decay, betas, warmup_steps, min_lr_ratio, lr_decay_steps, compile)
+        self.save_hyperparameters()
+        if dim % num_heads:
+            raise ValueError(f"model.num_heads={num_heads} must divide model.dim={dim}")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"model.label_smoothing must be in [0, 1), got {label_smoothing!r}")
+        if isinstance(augment_padding, bool) or not isinstance(augment_padding, int) or augment_padding < 0:
+            raise ValueError(f"model.augment_padding must be a non-negative int, got {augment_padding!r}")
+        self.net_kwargs = {
+            "patch_size": patch_size,
+            "dim": dim,
+            "depth": depth,
+            "num_heads": num_heads,
+            "mlp_ratio": mlp_ratio,
+            "dropout": dropout,
+            "pool": pool,
+        }
+        self.label_smoothing, self.augment_padding, self.augment_flip = label_smoothing, augment_padding, augment_flip
+        self.spec = {"image_size": image_size, "in_channels": in_channels, "num_classes": num_classes}
+        if self._spec_complete(self.spec):
+            self._build(self.spec)
+
+    def spec_from_data(self, datamodule: pl.LightningDataModule | None) -> dict[str, Any]:
+        if datamodule is None or not hasattr(datamodule, "dataset"):
+            return {}
+        datamodule.setup("fit")
+        return {
+            "image_size": int(datamodule.image_size),
+            "in_channels": int(datamodule.in_channels),
+            "num_classes": int(datamodule.num_classes),
+        }
+
+    def make_net(self, spec: dict[str, Any]) -> nn.Module:
+        from attnbook.models.vit import ViT
+
+        return ViT(int(spec["image_size"]), in_channels=int(spec["in_channels"]),
+                   num_classes=int(spec["num_classes"]), **self.net_kwargs)  # fmt: skip
+
+    def compute_loss(self, batch: tuple[Tensor, Tensor]) -> Tensor:
+        images, labels = batch
+        if self.training and (self.augment_padding or self.augment_flip):
+            from attnbook.data.images import random_crop_flip
+
+            images = random_crop_flip(images, self.augment_padding, flip=self.augment_flip)
+        logits = self.run_net(images)  # (B, classes)
+        return torch.nn.functional.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+
+    def tokens_in_batch(self, batch: tuple[Tensor, Tensor]) -> int:
+        return int(batch[0].shape[0]) * (self.net.num_patches + 1)
+
+    def train_flops_per_token(self) -> float:
+        """Training FLOPs per token: 6 per parameter (forward and backward matmuls) plus the attention scores."""
+        n = sum(p.numel() for name, p in self.net.named_parameters() if "pos_embed" not in name)
+        depth, dim, tokens = self.net_kwargs["depth"], self.net_kwargs["dim"], self.net.num_patches + 1
+        return 6.0 * n + 12.0 * depth * dim * tokens
+
+    def _evaluate(self, batch: tuple[Tensor, Tensor], split: str) -> Tensor:
+        images, labels = batch
+        logits = self.run_net(images)
+        loss = torch.nn.functional.cross_entropy(logits, labels)
+        size = int(labels.shape[0])  # weight by batch size: the last batch may be smaller
+        self.log(f"{split}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=size, sync_dist=True)
+        acc = (logits.argmax(-1) == labels).float().mean()
+        self.log(f"{split}/acc", acc, on_step=False, on_epoch=True, prog_bar=split == "val", batch_size=size,
+                 sync_dist=True)  # fmt: skip
+        return loss
+
+    def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        images, labels = batch
+        return {"labels": labels, "predicted": self.run_net(images).argmax(-1)}
