@@ -44,11 +44,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnbook.attention.axial import axial_attention_2d
+from attnbook.attention.core import FunctionCore
 from attnbook.attention.factorised import combiner_attention
 from attnbook.attention.local import blocked_attention, sliding_window_attention
 from attnbook.attention.routing import sqrt_routing_attention
 from attnbook.attention.tiled import tiled_attention
 from attnbook.data.recall import associative_recall
+from attnbook.models.transformer import EncoderBlock
 from attnbook.profiling import PeakMemory
 
 Mechanism = Callable[[Tensor, Tensor, Tensor], Tensor]
@@ -115,31 +117,18 @@ def first_token_task(length: int, num_train: int, num_test: int) -> Task:
     return Task("first", length, NUM_ANSWERS, make(num_train, 1), make(num_test, 2))
 
 
-class Block(nn.Module):
-    """Pre-norm encoder block whose attention is ``attend(q, k, v)`` on ``(B, H, T, d)``."""
-
-    def __init__(self, width: int, heads: int, attend: Mechanism) -> None:
-        super().__init__()
-        self.heads, self.attend = heads, attend
-        self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
-        self.qkv, self.out = nn.Linear(width, 3 * width), nn.Linear(width, width)
-        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
-
-    def forward(self, x: Tensor) -> Tensor:
-        B, T, D = x.shape
-        q, k, v = self.qkv(self.norm1(x)).view(B, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
-        y = self.attend(q, k, v)  # (B, H, T, d)
-        x = x + self.out(y.transpose(1, 2).reshape(B, T, D))
-        return x + self.mlp(self.norm2(x))
-
-
 class ZooModel(nn.Module):
-    """Token and learned position embeddings, ``layers`` blocks, and a read-out of the last position."""
+    """Token and learned position embeddings, ``layers`` pre-norm encoder blocks of the book
+    (:class:`attnbook.models.transformer.EncoderBlock`) whose attention core is the mechanism
+    (:class:`attnbook.attention.core.FunctionCore`), and a read-out of the last position."""
 
     def __init__(self, vocab: int, length: int, attend: Mechanism, width: int, heads: int, layers: int) -> None:
         super().__init__()
         self.embed, self.pos = nn.Embedding(vocab, width), nn.Parameter(torch.randn(length, width) * 0.02)
-        self.blocks = nn.ModuleList(Block(width, heads, attend) for _ in range(layers))
+        self.blocks = nn.ModuleList(
+            EncoderBlock(width, heads, activation="gelu", norm_first=True, core=lambda: FunctionCore(attend))
+            for _ in range(layers)
+        )
         self.norm, self.head = nn.LayerNorm(width), nn.Linear(width, NUM_ANSWERS)
 
     def forward(self, tokens: Tensor) -> Tensor:

@@ -13,7 +13,9 @@ Every mechanism in the book is the same pipeline with one part swapped::
 (:class:`Scores`, :class:`PositionPart`, :class:`Pattern` or :class:`Normalizer`) and passes it in.
 When the parts are the standard ones (dot-product scores, softmax) the core takes the fused
 :func:`torch.nn.functional.scaled_dot_product_attention` kernel, with biases and patterns folded into
-its mask; otherwise it runs the readable manual pipeline.
+its mask; otherwise it runs the readable manual pipeline. :class:`FunctionCore` wraps a whole mechanism given
+as a function ``fn(q, k, v) -> out`` (the long-input mechanisms of chapters 07-10 decide for themselves which keys
+each query sees), so that it too drops into every model of the book.
 
 Shapes: the core works on heads already split, ``q (B, H, T_q, D)``, ``k (B, H, T_k, D)``,
 ``v (B, H, T_k, D_v)``. :class:`MultiHeadAttention` does the projections and the splitting.
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -46,6 +49,7 @@ __all__ = [
     "Normalizer",
     "SoftmaxNormalizer",
     "AttentionCore",
+    "FunctionCore",
     "MultiHeadAttention",
 ]
 
@@ -220,6 +224,56 @@ class AttentionCore(nn.Module):
         weights = self.normalizer(logits, full).to(v.dtype)  # (B, H, T_q, T_k)
         attn = attention_dropout(weights, dropout_p)  # (B, H, T_q, T_k)
         return attn @ v, (weights if need_weights else None)  # (B, H, T_q, D_v)
+
+
+class FunctionCore(AttentionCore):
+    """An attention core that is one function ``fn(q, k, v) -> out`` on split heads ``(B, H, T, d)``.
+
+    For the mechanisms that choose their own keys (tiled, sliding-window, blocked, axial, Combiner, routing
+    attention): ``MultiHeadAttention(..., core=FunctionCore(fn))`` gives them the projections, and any block of
+    :mod:`attnbook.models.transformer` the rest. ``fn`` is called as ``fn(q, k, v)``; it has no parameters of its
+    own (a module with parameters works too and is registered). Masks, ``is_causal`` and ``need_weights`` are
+    refused with a ``ValueError`` naming ``name``: the function decides which keys each query sees.
+    """
+
+    def __init__(self, fn: Callable[[Tensor, Tensor, Tensor], Tensor], name: str | None = None) -> None:
+        super().__init__()
+        if not callable(fn):
+            raise TypeError(f"FunctionCore: fn must be callable, got {type(fn).__name__}")
+        self.fn, self.name = fn, name or getattr(fn, "__name__", type(fn).__name__)
+
+    def can_fuse(self) -> bool:
+        return False
+
+    def extra_repr(self) -> str:
+        return f"fn={self.name}"
+
+    def forward(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        mask: Tensor | None = None,
+        *,
+        is_causal: bool = False,
+        need_weights: bool = False,
+        q_pos: Tensor | None = None,
+        k_pos: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
+        """``fn(q, k, v)``; returns ``(output (B, H, T_q, D_v), None)``."""
+        check_qkv(q, k, v, name=f"FunctionCore({self.name})")
+        refused = [n for n, given in (("mask", mask is not None), ("is_causal", is_causal),
+                                      ("need_weights", need_weights)) if given]  # fmt: skip
+        if refused or q_pos is not None or k_pos is not None:
+            raise ValueError(
+                f"FunctionCore({self.name}) chooses its own keys: it takes no {', '.join(refused) or 'positions'}"
+            )
+        out = self.fn(q, k, v)
+        expected = (*q.shape[:-1], v.shape[-1])
+        if not isinstance(out, Tensor) or tuple(out.shape) != expected:
+            got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            raise ValueError(f"FunctionCore({self.name}): fn returned {got}, expected shape {expected}")
+        return out, None
 
 
 class MultiHeadAttention(nn.Module):
