@@ -103,6 +103,17 @@ def _chunk_range(owner: int, chunk: int) -> slice:
     return slice(owner * chunk, (owner + 1) * chunk)
 
 
+def _sum_ranks_keep_own_chunk(full: Tensor, group: Any, log: CommunicationLog | None, chunk: int) -> Tensor:
+    """All-reduce a gradient ``(B, H, T, d)`` that every rank computed for the whole sequence, and keep this
+    rank's chunk ``(B, H, C, d)`` of the sum."""
+    rank, world = _group_info(group)
+    if world > 1:
+        dist.all_reduce(full, group=group)
+        if log is not None:
+            log.all_reduce_bytes += _nbytes(full)
+    return full[..., _chunk_range(rank, chunk), :].contiguous()
+
+
 class _RingScores(torch.autograd.Function):
     """Stage 1: the score block ``S_r = Q_r K^T`` of shape ``(B, H, C, T)``, keys passed round the ring."""
 
@@ -127,12 +138,7 @@ class _RingScores(torch.autograd.Function):
         rank, world = _group_info(ctx.group)
         chunk = k.shape[-2]
         # dK: this rank's queries contribute dS_r^T Q_r to every key; the all-reduce sums the ranks.
-        grad_k_all = grad_scores.transpose(-2, -1) @ q  # (B, H, T, d)
-        if world > 1:
-            dist.all_reduce(grad_k_all, group=ctx.group)
-            if ctx.log is not None:
-                ctx.log.all_reduce_bytes += _nbytes(grad_k_all)
-        grad_k = grad_k_all[..., _chunk_range(rank, chunk), :].contiguous()  # (B, H, C, d)
+        grad_k = _sum_ranks_keep_own_chunk(grad_scores.transpose(-2, -1) @ q, ctx.group, ctx.log, chunk)  # (B,H,C,d)
         # dQ_r = sum_m dS_{r,m} K_m: the keys go round the ring once more.
         grad_q = torch.zeros_like(q)
         held = k
@@ -168,12 +174,7 @@ class _RingWeightedSum(torch.autograd.Function):
         rank, world = _group_info(ctx.group)
         chunk = v.shape[-2]
         # dV: this rank's weights contribute A_r^T dO_r to every value; the all-reduce sums the ranks.
-        grad_v_all = weights.transpose(-2, -1) @ grad_out  # (B, H, T, d_v)
-        if world > 1:
-            dist.all_reduce(grad_v_all, group=ctx.group)
-            if ctx.log is not None:
-                ctx.log.all_reduce_bytes += _nbytes(grad_v_all)
-        grad_v = grad_v_all[..., _chunk_range(rank, chunk), :].contiguous()  # (B, H, C, d_v)
+        grad_v = _sum_ranks_keep_own_chunk(weights.transpose(-2, -1) @ grad_out, ctx.group, ctx.log, chunk)
         # dA_{r,m} = dO_r V_m^T: the values go round the ring once more.
         grad_weights = torch.empty_like(weights)  # (B, H, C, T)
         held = v
