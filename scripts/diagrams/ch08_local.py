@@ -63,7 +63,7 @@ def patterns() -> None:
     panels = [
         ("sliding", "sliding window", "$|i-j| \\leq 2$, $w = 5$"),
         ("blocks", "blocks", "$w = 4$: block-diagonal"),
-        ("halo", "blocks with a halo", "$w = 4$, halo $h = 1$"),
+        ("halo", "blocks with a halo", "$w = 4$, halo $e = 1$"),
         ("shifted", "shifted blocks", "windows moved by $s = 2$"),
     ]
     for n, (kind, title, subtitle) in enumerate(panels):
