@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 PRESETS = [
     "gpt-quick",
     "gpt-full",
+    "gpt-long-full",
     "seq2seq-quick",
     "seq2seq-full",
     "pointer-hull-quick",

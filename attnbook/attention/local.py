@@ -26,12 +26,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnbook.attention.core import Pattern
 from attnbook.attention.functional import check_qkv, masked_softmax
 
 _HALF = (torch.float16, torch.bfloat16)
 
 __all__ = [
     "sliding_window_mask",
+    "SlidingWindowPattern",
     "block_mask",
     "blocked_attention",
     "sliding_window_attention",
@@ -95,6 +97,30 @@ def sliding_window_mask(
     if causal:
         return (offset <= 0) & (offset >= -reach)
     return offset.abs() <= reach
+
+
+class SlidingWindowPattern(Pattern):
+    """The sliding window as a part of the attention core: query position ``i`` sees key positions ``j`` with
+    ``i - w + 1 <= j <= i`` (``causal``) or ``|i - j| <= (w - 1) / 2`` (centred, ``w`` odd).
+
+    It reads the positions, so it stays right when decoding with a KV cache (queries ``P..P+T-1`` against keys
+    ``0..P+T-1``); ``AttentionCore(pattern=SlidingWindowPattern(w))`` equals full attention with
+    :func:`sliding_window_mask`.
+    """
+
+    def __init__(self, window_size: int, *, causal: bool = True) -> None:
+        super().__init__()
+        self.reach = _window_reach(window_size, causal)
+        self.window_size, self.causal = window_size, causal
+
+    def extra_repr(self) -> str:
+        return f"window_size={self.window_size}, causal={self.causal}"
+
+    def forward(self, q_pos: Tensor, k_pos: Tensor) -> Tensor:
+        offset = k_pos[None, :] - q_pos[:, None]  # (T_q, T_k): j - i
+        if self.causal:
+            return (offset <= 0) & (offset >= -self.reach)
+        return offset.abs() <= self.reach
 
 
 def block_mask(

@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnbook.attention.core import AttentionCore, MultiHeadAttention
+from attnbook.attention.local import SlidingWindowPattern
 from attnbook.attention.masks import causal_mask
 from attnbook.models.pointer import IGNORE_INDEX  # -100, PyTorch's convention, shared by every loss of the book
 
@@ -88,6 +89,10 @@ class GPTConfig:
         activation: the MLP's GELU: ``"gelu_tanh"`` (GPT-2's tanh approximation, the default, needed to
             reproduce GPT-2's weights) or ``"gelu"`` (the exact ``x Phi(x)``; on a CPU its kernels are faster,
             which shortens a small model's training step, see ``benchmarks/step_time.py``).
+        attn_window: ``None`` (the default) lets every position see all earlier ones; an int ``w`` restricts each
+            query to the ``w`` most recent positions, itself included (causal sliding-window attention,
+            :class:`~attnbook.attention.local.SlidingWindowPattern`, chapter 08); ``L`` layers then reach
+            ``L (w - 1) + 1`` positions back.
     """
 
     vocab_size: int
@@ -100,6 +105,7 @@ class GPTConfig:
     attn_backend: str = "auto"
     n_kv_head: int | None = None
     activation: str = "gelu_tanh"
+    attn_window: int | None = None
 
     def __post_init__(self) -> None:
         if self.n_kv_head is None:
@@ -118,6 +124,9 @@ class GPTConfig:
             raise ValueError(f"GPTConfig.attn_backend must be one of {ATTN_BACKENDS}, got {self.attn_backend!r}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"GPTConfig.activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        window = self.attn_window
+        if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window <= 0):
+            raise ValueError(f"GPTConfig.attn_window must be a positive int or None, got {window!r}")
 
 
 @dataclass
@@ -248,13 +257,17 @@ class CausalSelfAttention(nn.Module):
         dropout: float = 0.0,
         bias: bool = True,
         backend: str = "auto",
+        window: int | None = None,
     ):
         super().__init__()
         if n_kv_head is not None and (isinstance(n_kv_head, bool) or not isinstance(n_kv_head, int) or n_kv_head <= 0):
             raise ValueError(f"n_kv_head must be a positive int, got {n_kv_head!r}")
         if n_kv_head is not None and n_head % n_kv_head:
             raise ValueError(f"n_kv_head={n_kv_head} must divide n_head={n_head}")
-        core = AttentionCore(dropout=dropout, backend=backend)
+        # A sliding window is a pattern of the core: it reads the positions, so it holds with a cache too.
+        self.window = window
+        pattern = SlidingWindowPattern(window, causal=True) if window is not None else None
+        core = AttentionCore(dropout=dropout, backend=backend, pattern=pattern)
         self.mha = MultiHeadAttention(n_embd, n_head, bias=bias, core=core, num_kv_heads=n_kv_head)
         self.n_kv_head = self.mha.num_kv_heads
         self.resid_dropout = nn.Dropout(dropout)
@@ -284,7 +297,7 @@ class CausalSelfAttention(nn.Module):
         T = x.shape[1]
         if cache is None:
             k, v = mha.repeat_kv_heads(k), mha.repeat_kv_heads(v)  # (B, H, T, d)
-            out, _ = mha.core(q, k, v, is_causal=True)  # (B, H, T, d)
+            out, _ = mha.core(q, k, v, is_causal=self.window is None)  # (B, H, T, d); a window is causal itself
         else:
             past = cache.length
             k, v = cache.update(layer, k, v)  # (B, G, past + T, d): the cache holds G heads
@@ -326,11 +339,12 @@ class Block(nn.Module):
         bias: bool = True,
         backend: str = "auto",
         activation: str = "gelu_tanh",
+        window: int | None = None,
     ):
         super().__init__()
         self.ln_1 = nn.LayerNorm(n_embd, bias=bias)
         self.attn = CausalSelfAttention(
-            n_embd, n_head, n_kv_head=n_kv_head, dropout=dropout, bias=bias, backend=backend
+            n_embd, n_head, n_kv_head=n_kv_head, dropout=dropout, bias=bias, backend=backend, window=window
         )
         self.ln_2 = nn.LayerNorm(n_embd, bias=bias)
         self.mlp = MLP(n_embd, dropout=dropout, bias=bias, activation=activation)
@@ -359,6 +373,7 @@ class DecoderStack(nn.Module):
         bias: bool = True,
         backend: str = "auto",
         activation: str = "gelu_tanh",
+        window: int | None = None,
     ) -> None:
         super().__init__()
         self.n_layer, self.n_embd, self.n_head, self.max_len = n_layer, n_embd, n_head, max_len
@@ -367,7 +382,14 @@ class DecoderStack(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
             Block(
-                n_embd, n_head, n_kv_head=n_kv_head, dropout=dropout, bias=bias, backend=backend, activation=activation
+                n_embd,
+                n_head,
+                n_kv_head=n_kv_head,
+                dropout=dropout,
+                bias=bias,
+                backend=backend,
+                activation=activation,
+                window=window,
             )
             for _ in range(n_layer)
         )
@@ -511,6 +533,7 @@ class GPT(nn.Module):
             bias=config.bias,
             backend=config.attn_backend,
             activation=config.activation,
+            window=config.attn_window,
         )
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.lm_head.weight = self.token_embedding.weight  # tied, as in GPT-2 (Press & Wolf 2017)

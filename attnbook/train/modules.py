@@ -240,7 +240,7 @@ class GPTModule(BookModule):
     ``max_new_tokens`` sampled characters.
 
     Args:
-        vocab_size, block_size, n_layer, n_head, n_embd, dropout, bias, attn_backend, activation: the
+        vocab_size, block_size, n_layer, n_head, n_embd, dropout, bias, attn_backend, activation, attn_window: the
             :class:`~attnbook.models.gpt.GPTConfig` (``attn_backend="auto"`` takes the fused kernel;
             ``activation="gelu"`` the exact GELU, faster on a CPU than GPT-2's tanh approximation).
         prompt_length, max_new_tokens, temperature, top_k: sampling in ``predict``.
@@ -258,6 +258,7 @@ class GPTModule(BookModule):
         bias: bool = True,
         attn_backend: str = "auto",
         activation: str = "gelu_tanh",
+        attn_window: int | None = None,
         prompt_length: int = 16,
         max_new_tokens: int = 100,
         temperature: float = 0.8,
@@ -281,6 +282,7 @@ class GPTModule(BookModule):
             "bias": bias,
             "attn_backend": attn_backend,
             "activation": activation,
+            "attn_window": attn_window,
         }
         from attnbook.models.gpt import GPTConfig
 
