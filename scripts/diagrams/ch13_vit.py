@@ -25,12 +25,18 @@ def vit() -> None:
     for i in range(4):
         for j in range(4):
             ax.add_patch(
-                Rectangle((x0 + j * cell, y0 + (3 - i) * cell), cell, cell, facecolor="black", alpha=shades[i][j],
-                          edgecolor="white", linewidth=0.6)
+                Rectangle(
+                    (x0 + j * cell, y0 + (3 - i) * cell),
+                    cell,
+                    cell,
+                    facecolor="black",
+                    alpha=shades[i][j],
+                    edgecolor="white",
+                    linewidth=0.6,
+                )
             )
-    for k in range(3):
-        ax.plot([x0 + 2 * cell] * 2, [y0, y0 + 4 * cell], color=COLORS["key"], lw=2)
-        ax.plot([x0, x0 + 4 * cell], [y0 + 2 * cell] * 2, color=COLORS["key"], lw=2)
+    ax.plot([x0 + 2 * cell] * 2, [y0, y0 + 4 * cell], color=COLORS["key"], lw=2)  # the patch borders
+    ax.plot([x0, x0 + 4 * cell], [y0 + 2 * cell] * 2, color=COLORS["key"], lw=2)
     text(ax, x0 + 2 * cell, y0 + 4 * cell + 0.15, "image (C, H, W)", ha="center", va="bottom", size=10)
     text(ax, x0 + 2 * cell, y0 - 0.12, r"$N = HW/P^2$ patches", ha="center", va="top", size=9)
     arrow(ax, (1.75, 1.58), (2.35, 1.58))
@@ -71,8 +77,14 @@ def causal() -> None:
     pattern(ax, 5.5, 1.75, tril, "causal, class token last", "row N = class token:\nit sees every patch")
     ax.add_patch(Rectangle((5.5 - 0.75, 1.75 - 0.75), 1.5, 0.3, fill=False, edgecolor=COLORS["value"], lw=2))
     soft = [[1.0 if j <= i else 0.5 for j in range(5)] for i in range(5)]
-    pattern(ax, 9.2, 1.75, soft, r"soft mask $M = r\,\mathbf{1} + (1-r)\,\mathrm{tril}$",
-            r"$A = \mathrm{softmax}(S) \odot M$, not renormalised;" + "\n" + r"$r$: 1 $\to$ 0 early in training")
+    pattern(
+        ax,
+        9.2,
+        1.75,
+        soft,
+        r"soft mask $M = r\,\mathbf{1} + (1-r)\,\mathrm{tril}$",
+        r"$A = \mathrm{softmax}(S) \odot M$, not renormalised;" + "\n" + r"$r$: 1 $\to$ 0 early in training",
+    )
     text(ax, 9.2, 1.75 + 0.78, r"($r = 1/2$)", ha="center", va="bottom", size=9)
     for x in (1.8, 5.5, 9.2):
         text(ax, x - 0.95, 1.75, "query", ha="center", va="center", size=8, rotation=90)
