@@ -12,7 +12,15 @@ the attention is the book's :class:`~attnbook.attention.core.MultiHeadAttention`
 in any other attention core, as for every Transformer in the book.
 
 Shapes: ``images (B, C, H, W) -> logits (B, num_classes)``; with ``need_weights=True`` also the per-layer
-attention weights, a list of ``(B, H, N + 1, N + 1)`` with ``N = (H / P)(W / P)`` patches and the class token first.
+attention weights, a list of ``(B, H, N + 1, N + 1)`` with ``N = (H / P)(W / P)`` patches and the class token first
+(or last, with ``class_token="last"``).
+
+**A causal ViT** (iLLaMA, :cite:`wang2024adapting`; chapter 13): the same model with a causal attention core
+(``core=lambda: AttentionCore(pattern=CausalPattern())``) needs its class token *after* the patches
+(``class_token="last"``), the only place where a causal token sees the whole image. iLLaMA trains it with a
+*soft mask* (:class:`SoftCausalMask`): the softmax weights are multiplied, after the softmax and without
+renormalising, by ``M = r 1 + (1 - r) tril(1)``, with ``r`` ramped from 1 (bidirectional) to 0 (causal) over the
+first part of training (:func:`soft_mask_schedule`, :func:`set_soft_mask_rate`).
 """
 
 from __future__ import annotations
@@ -20,9 +28,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from attnbook.attention.core import Normalizer
+from attnbook.attention.functional import masked_softmax
+from attnbook.attention.masks import causal_mask
 from attnbook.models.transformer import CoreFactory, Encoder
 
-__all__ = ["PatchEmbedding", "ViT"]
+__all__ = ["PatchEmbedding", "ViT", "SoftCausalMask", "soft_mask_schedule", "set_soft_mask_rate"]
 
 
 def _positive_int(name: str, value: int) -> None:
@@ -85,7 +96,9 @@ class ViT(nn.Module):
         num_classes: classes of the head; dim: token width ``D``; depth: encoder layers ``L``; num_heads: ``H``;
         mlp_ratio: feed-forward width over ``D``; dropout: attention and residual dropout;
         pool: ``"cls"`` (class token) or ``"mean"`` (mean of the patch tokens; the class token is still there);
-        core: a zero-argument factory of the attention core (standard softmax attention by default).
+        core: a zero-argument factory of the attention core (standard softmax attention by default);
+        class_token: ``"first"`` (ViT: ``[cls; patches]``) or ``"last"`` (iLLaMA's post-sequence class token,
+            ``[patches; cls]``, for causal attention); the position embedding follows the token order.
     """
 
     def __init__(
@@ -101,9 +114,13 @@ class ViT(nn.Module):
         dropout: float = 0.0,
         pool: str = "cls",
         core: CoreFactory | None = None,
+        class_token: str = "first",
     ) -> None:
         super().__init__()
         _positive_int("num_classes", num_classes)
+        if class_token not in ("first", "last"):
+            raise ValueError(f"class_token must be 'first' or 'last', got {class_token!r}")
+        self.class_token = class_token
         if pool not in ("cls", "mean"):
             raise ValueError(f"pool must be 'cls' or 'mean', got {pool!r}")
         if not mlp_ratio > 0:
@@ -131,10 +148,11 @@ class ViT(nn.Module):
         return self.patch_embed.num_patches
 
     def tokens(self, images: Tensor) -> Tensor:
-        """The encoder's input: class token then patch tokens, plus positions, ``(B, N + 1, D)``."""
+        """The encoder's input: class and patch tokens (in ``class_token`` order) plus positions, ``(B, N + 1, D)``."""
         x = self.patch_embed(images)  # (B, N, D)
         cls = self.cls_token.expand(x.shape[0], -1, -1)  # (B, 1, D)
-        return torch.cat([cls, x], dim=1) + self.pos_embed  # (B, N + 1, D)
+        parts = [cls, x] if self.class_token == "first" else [x, cls]
+        return torch.cat(parts, dim=1) + self.pos_embed  # (B, N + 1, D)
 
     def features(self, images: Tensor, *, need_weights: bool = False) -> Tensor | tuple[Tensor, list[Tensor]]:
         """The final (normalised) token states ``(B, N + 1, D)``, and the attention weights if asked."""
@@ -143,6 +161,62 @@ class ViT(nn.Module):
     def forward(self, images: Tensor, *, need_weights: bool = False) -> Tensor | tuple[Tensor, list[Tensor]]:
         out = self.features(images, need_weights=need_weights)
         x, weights = out if need_weights else (out, None)
-        pooled = x[:, 0] if self.pool == "cls" else x[:, 1:].mean(dim=1)  # (B, D)
+        cls_index = 0 if self.class_token == "first" else -1
+        patches = x[:, 1:] if self.class_token == "first" else x[:, :-1]  # (B, N, D)
+        pooled = x[:, cls_index] if self.pool == "cls" else patches.mean(dim=1)  # (B, D)
         logits = self.head(pooled)  # (B, num_classes)
         return (logits, weights) if need_weights else logits
+
+
+class SoftCausalMask(Normalizer):
+    """iLLaMA's soft mask :cite:`wang2024adapting`: softmax weights times ``M = r 1 + (1 - r) tril(1)``, unnormalised.
+
+    ``weights = softmax(S) * M`` (elementwise) with ``S`` the logits over *all* keys: ``r = 1`` is bidirectional
+    attention, ``r = 0`` zeroes the weights on later keys. As in the authors' code (``models/illama.py``), the
+    mask multiplies *after* the softmax and the rows are not renormalised, so for ``r < 1`` a row sums to less
+    than 1 and, even at ``r = 0``, later keys still enter the softmax's denominator. Set ``rate`` during training
+    (:func:`set_soft_mask_rate`, with :func:`soft_mask_schedule`). Shapes: logits ``(B, H, T_q, T_k)`` in and out.
+    """
+
+    def __init__(self, rate: float = 0.0) -> None:
+        super().__init__()
+        self.rate = _check_rate(rate)
+
+    def forward(self, logits: Tensor, mask: Tensor | None) -> Tensor:
+        weights = masked_softmax(logits, mask)  # (B, H, T_q, T_k), rows sum to 1
+        T_q, T_k = logits.shape[-2:]
+        causal = causal_mask(T_q, T_k, device=logits.device).to(weights.dtype)  # (T_q, T_k): tril(1)
+        return weights * (self.rate + (1.0 - self.rate) * causal)  # (B, H, T_q, T_k)
+
+    def extra_repr(self) -> str:
+        return f"rate={self.rate}"
+
+
+def _check_rate(rate: float) -> float:
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= float(rate) <= 1.0:
+        raise ValueError(f"soft mask rate must be a number in [0, 1], got {rate!r}")
+    return float(rate)
+
+
+def soft_mask_schedule(total_steps: int, cutoff_steps: int, start: float = 1.0) -> list[float]:
+    """iLLaMA's soft-mask rates, one per step: linear from ``start`` to 0 over ``cutoff_steps``, then 0 (causal).
+
+    The authors' ``mask_scheduler.py`` (mode "soft", schedule "linear") ramps ``r`` over the first epochs this way.
+    """
+    _positive_int("total_steps", total_steps)
+    if isinstance(cutoff_steps, bool) or not isinstance(cutoff_steps, int) or not 0 <= cutoff_steps <= total_steps:
+        raise ValueError(f"cutoff_steps must be an int in [0, total_steps={total_steps}], got {cutoff_steps!r}")
+    start = _check_rate(start)
+    ramp = torch.linspace(start, 0.0, cutoff_steps, dtype=torch.float64).tolist() if cutoff_steps else []
+    return ramp + [0.0] * (total_steps - cutoff_steps)
+
+
+def set_soft_mask_rate(model: nn.Module, rate: float) -> int:
+    """Set ``rate`` on every :class:`SoftCausalMask` inside ``model``; returns how many were set (0 raises)."""
+    rate = _check_rate(rate)
+    found = [m for m in model.modules() if isinstance(m, SoftCausalMask)]
+    if not found:
+        raise ValueError(f"set_soft_mask_rate: {type(model).__name__} has no SoftCausalMask normaliser")
+    for m in found:
+        m.rate = rate
+    return len(found)
