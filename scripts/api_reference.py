@@ -59,9 +59,14 @@ PAGES = [
             "routing",
             "histogram",
             "ring",
+            "convolutional",
         ],
     ),
-    ("models", "attnbook.models", ["pointer", "transformer", "gpt", "block_transformer", "hierarchical", "vit"]),
+    (
+        "models",
+        "attnbook.models",
+        ["pointer", "transformer", "gpt", "block_transformer", "hierarchical", "vit", "convit"],
+    ),
     (
         "data",
         "attnbook.data",
