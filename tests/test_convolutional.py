@@ -219,7 +219,7 @@ def test_gpsa_bad_inputs():
     with pytest.raises(ValueError, match="grid rows"):
         GatedPositionalCore(4, (0, 3))
     with pytest.raises(ValueError, match="local_layers"):
-        ConViT(8, 2, 1, 10, dim=16, depth=2, num_heads=4, local_layers=3)
+        ConViT(8, 2, 1, 10, dim=16, depth=2, num_heads=4, local_layers=2)
 
 
 def test_convit_without_local_layers_has_no_gates_and_trains():

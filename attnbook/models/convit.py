@@ -31,6 +31,7 @@ class ConViT(nn.Module):
     blocks of :class:`GPSA` (locally initialised), then the class token joins and ``depth - local_layers``
     ordinary self-attention blocks follow; the class token's final state is classified.
 
+    ``pool="mean"`` classifies the mean of the patch tokens instead (timm's ``global_pool="avg"``).
     ``local_layers = 0`` is a plain ViT (DeiT) of the same size, the baseline the paper compares with.
     ``images (B, C, H, W) -> logits (B, num_classes)``; ``need_weights=True`` also returns the per-layer weights
     (GPSA layers over the ``N`` patches, later layers over ``N + 1`` tokens, class token first).
@@ -52,12 +53,19 @@ class ConViT(nn.Module):
         mlp_ratio: float = 4.0,
         locality_strength: float = 1.0,
         dropout: float = 0.0,
+        pool: str = "cls",
     ) -> None:
         super().__init__()
+        if pool not in ("cls", "mean"):
+            raise ValueError(f"pool must be 'cls' or 'mean', got {pool!r}")
+        self.pool = pool
         _positive_int("num_classes", num_classes)
         depth = _positive_int("depth", depth)
-        if isinstance(local_layers, bool) or not isinstance(local_layers, int) or not 0 <= local_layers <= depth:
-            raise ValueError(f"local_layers must be an int in [0, depth={depth}], got {local_layers!r}")
+        if isinstance(local_layers, bool) or not isinstance(local_layers, int) or not 0 <= local_layers < depth:
+            raise ValueError(
+                f"local_layers must be an int in [0, depth={depth}) (the class token needs a later block), "
+                f"got {local_layers!r}"
+            )
         self.local_layers = local_layers
         self.patch_embed = PatchEmbedding(image_size, patch_size, in_channels, dim)
         grid = self.patch_embed.grid
@@ -99,7 +107,7 @@ class ConViT(nn.Module):
                 weights.append(w)
             else:
                 x = blk(x)
-        if self.local_layers == len(self.blocks):
-            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-        logits = self.head(self.norm(x)[:, 0])  # (B, num_classes)
+        x = self.norm(x)
+        pooled = x[:, 0] if self.pool == "cls" else x[:, 1:].mean(dim=1)  # (B, D)
+        logits = self.head(pooled)  # (B, num_classes)
         return (logits, weights) if need_weights else logits
