@@ -59,10 +59,28 @@ def main() -> None:
     op(ax, 4.05, y_c, "softmax", w=1.2)
     arrow(ax, (2.82, y_c + 0.3), (3.45, y_c + 0.05))
     arrow(ax, (2.82, y_c - 0.3), (3.45, y_c - 0.05))
-    text(ax, 4.35, y_c + 0.4, "content: $q_h k_h^\\top/\\sqrt{d}$, what the key shows", ha="center", va="bottom", size=9, color="weight")
+    text(
+        ax,
+        4.35,
+        y_c + 0.4,
+        "content: $q_h k_h^\\top/\\sqrt{d}$, what the key shows",
+        ha="center",
+        va="bottom",
+        size=9,
+        color="weight",
+    )
     # positional branch (bottom)
     tensor(ax, 2.1, y_p, 3, 3, "position", cell=0.16)
-    text(ax, 2.1, y_p - 0.4, "$r_{ij}=(\\delta_x, \\delta_y, |\\delta|^2)$", ha="center", va="top", size=9, color="position")
+    text(
+        ax,
+        2.1,
+        y_p - 0.4,
+        "$r_{ij}=(\\delta_x, \\delta_y, |\\delta|^2)$",
+        ha="center",
+        va="top",
+        size=9,
+        color="position",
+    )
     proj(ax, 3.3, y_p, "$v_h$", "position", w=0.6)
     arrow(ax, (2.4, y_p), (2.98, y_p))
     op(ax, 4.35, y_p, "softmax", w=1.0)
@@ -70,7 +88,16 @@ def main() -> None:
     tensor(ax, 5.55, y_p, SIDE, SIDE, "weight", cell=cell, values=bump((1, 0)))
     outline(ax, 5.55, y_p, cell, 2, 2)
     arrow(ax, (4.87, y_p), (5.1, y_p))
-    text(ax, 5.55, y_p - SIDE * cell / 2 - 0.1, "peak at query $+\\Delta_h$", ha="center", va="top", size=9, color="weight")
+    text(
+        ax,
+        5.55,
+        y_p - SIDE * cell / 2 - 0.1,
+        "peak at query $+\\Delta_h$",
+        ha="center",
+        va="top",
+        size=9,
+        color="weight",
+    )
     text(ax, 4.35, y_p + 0.35, "position: where the key is", ha="center", va="bottom", size=9, color="position")
     # gate
     op(ax, 6.75, y_v, "mix", w=0.7)
@@ -89,7 +116,7 @@ def main() -> None:
     # the nine heads of a 3 x 3 kernel
     x0, y0, small = 9.2, 1.1, 0.11
     text(ax, 10.65, 4.0, "9 heads at init:\na $3\\times3$ kernel", ha="center", va="bottom", size=10)
-    for h, (dy, dx) in enumerate([(a, b) for a in (-1, 0, 1) for b in (-1, 0, 1)]):
+    for dy, dx in [(a, b) for a in (-1, 0, 1) for b in (-1, 0, 1)]:
         cx = x0 + 0.5 + (dx + 1) * 0.72
         cy = y0 + 2.3 - (dy + 1) * 0.72
         tensor(ax, cx, cy, SIDE, SIDE, "weight", cell=small, values=bump((dx, dy), alpha=2.0))
