@@ -110,14 +110,23 @@ def test_gpsa_matches_timm_with_copied_weights(qkv_bias):
     torch.testing.assert_close(weights.sum(-1), torch.ones(3, 9, 16, dtype=torch.float64), **TOL)
 
 
-def test_convit_matches_timm_convit_with_copied_weights():
+@pytest.mark.parametrize("pool", ["cls", "mean"])
+def test_convit_matches_timm_convit_with_copied_weights(pool):
     timm = pytest.importorskip("timm")
     torch.manual_seed(0)
     ref = timm.models.convit.ConVit(
-        img_size=8, patch_size=2, in_chans=1, num_classes=10, embed_dim=4, depth=3, num_heads=4, local_up_to_layer=2
+        img_size=8,
+        patch_size=2,
+        in_chans=1,
+        num_classes=10,
+        embed_dim=4,
+        depth=3,
+        num_heads=4,
+        local_up_to_layer=2,
+        global_pool="token" if pool == "cls" else "avg",
     )  # embed_dim is per head in timm: width 16
     ref = perturb(ref.double().eval(), 0.05)
-    model = ConViT(8, 2, 1, 10, dim=16, depth=3, num_heads=4, local_layers=2).double().eval()
+    model = ConViT(8, 2, 1, 10, dim=16, depth=3, num_heads=4, local_layers=2, pool=pool).double().eval()
     with torch.no_grad():
         model.patch_embed.proj.load_state_dict(ref.patch_embed.proj.state_dict())
         model.pos_embed.copy_(ref.pos_embed)
@@ -220,6 +229,8 @@ def test_gpsa_bad_inputs():
         GatedPositionalCore(4, (0, 3))
     with pytest.raises(ValueError, match="local_layers"):
         ConViT(8, 2, 1, 10, dim=16, depth=2, num_heads=4, local_layers=2)
+    with pytest.raises(ValueError, match="pool"):
+        ConViT(8, 2, 1, 10, dim=16, depth=2, num_heads=4, pool="max")
 
 
 def test_convit_without_local_layers_has_no_gates_and_trains():
