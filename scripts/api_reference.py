@@ -60,9 +60,14 @@ PAGES = [
             "histogram",
             "ring",
             "rollout",
+            "convolutional",
         ],
     ),
-    ("models", "attnbook.models", ["pointer", "transformer", "gpt", "block_transformer", "hierarchical", "vit"]),
+    (
+        "models",
+        "attnbook.models",
+        ["pointer", "transformer", "gpt", "block_transformer", "hierarchical", "vit", "convit"],
+    ),
     (
         "data",
         "attnbook.data",

@@ -17,11 +17,14 @@
 * :mod:`~attnbook.attention.histogram` -- histogram self-attention: pixels sorted into intensity bins (ch. 10)
 * :mod:`~attnbook.attention.ring` -- ring self-attention: a sequence split across processes (ch. 12)
 * :mod:`~attnbook.attention.rollout` -- attention rollout and attention against patch distance (ch. 13)
+* :mod:`~attnbook.attention.convolutional` -- convolution meets attention: ConViT's gated positional self-attention,
+  VAN's large-kernel attention, attentive convolution, HyperZ.Z.W hyper-kernels (ch. 14)
 """
 
 from attnbook.attention import (
     additive,
     axial,
+    convolutional,
     core,
     factorised,
     functional,
@@ -39,6 +42,7 @@ from attnbook.attention import (
 )
 from attnbook.attention.additive import *  # noqa: F403
 from attnbook.attention.axial import *  # noqa: F403
+from attnbook.attention.convolutional import *  # noqa: F403
 from attnbook.attention.core import *  # noqa: F403
 from attnbook.attention.factorised import *  # noqa: F403
 from attnbook.attention.functional import *  # noqa: F403
@@ -74,4 +78,5 @@ __all__ = [
     *histogram.__all__,
     *ring.__all__,
     *rollout.__all__,
+    *convolutional.__all__,
 ]
