@@ -16,11 +16,14 @@
 * :mod:`~attnbook.attention.routing` -- routing attention: online k-means clusters shared by queries and keys (ch. 10)
 * :mod:`~attnbook.attention.histogram` -- histogram self-attention: pixels sorted into intensity bins (ch. 10)
 * :mod:`~attnbook.attention.ring` -- ring self-attention: a sequence split across processes (ch. 12)
+* :mod:`~attnbook.attention.channel` -- channel and subspace attention: squeeze-and-excitation, ULSAM, position and
+  channel attention modules with guidance, class-semantics attention (ch. 15)
 """
 
 from attnbook.attention import (
     additive,
     axial,
+    channel,
     core,
     factorised,
     functional,
@@ -37,6 +40,7 @@ from attnbook.attention import (
 )
 from attnbook.attention.additive import *  # noqa: F403
 from attnbook.attention.axial import *  # noqa: F403
+from attnbook.attention.channel import *  # noqa: F403
 from attnbook.attention.core import *  # noqa: F403
 from attnbook.attention.factorised import *  # noqa: F403
 from attnbook.attention.functional import *  # noqa: F403
@@ -70,4 +74,5 @@ __all__ = [
     *routing.__all__,
     *histogram.__all__,
     *ring.__all__,
+    *channel.__all__,
 ]
