@@ -26,13 +26,12 @@ DaViT's channel *tokens* (channel group attention) live in :mod:`attnbook.attent
 
 from __future__ import annotations
 
-import numbers
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnbook.attention.functional import scaled_dot_product_attention
+from attnbook.attention.grouped import _positive_int
 
 __all__ = [
     "SqueezeExcitation",
@@ -47,14 +46,6 @@ __all__ = [
     "guided_losses",
     "ClassSemanticsAttention",
 ]
-
-
-def _positive_int(value: object, name: str, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{where}: {name} must be an int, got {value!r} ({type(value).__name__})")
-    if value <= 0:
-        raise ValueError(f"{where}: {name} must be positive, got {value}")
-    return int(value)
 
 
 def _check_features(x: object, channels: int | None, ndim: int, where: str, name: str = "x") -> Tensor:
