@@ -92,9 +92,9 @@ def cam(ax, x: float) -> None:
     feature_map(ax, x)
     bottom = X_Y - T * CELL / 2
     arrow(ax, (x, bottom - 0.02), (x, 1.95))
-    op(ax, x, 1.75, r"$E = X^\top X$", w=1.3)
+    op(ax, x, 1.75, r"$S = X^\top X$", w=1.3)
     arrow(ax, (x, 1.53), (x, 1.37))
-    op(ax, x, 1.17, r"softmax$(-E)$", w=1.3)
+    op(ax, x, 1.17, r"softmax$(-S)$", w=1.3)
     arrow(ax, (x, 0.95), (x, 0.82))
     values = [[0.15 if i == j else 0.25 + 0.2 * ((i * 5 + j) % 4) for j in range(D)] for i in range(D)]
     tensor(ax, x, 0.55, D, D, "weight", cell=0.075, values=values)
