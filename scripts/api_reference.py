@@ -61,6 +61,7 @@ PAGES = [
             "ring",
             "rollout",
             "convolutional",
+            "channel",
         ],
     ),
     (

@@ -19,12 +19,15 @@
 * :mod:`~attnbook.attention.rollout` -- attention rollout and attention against patch distance (ch. 13)
 * :mod:`~attnbook.attention.convolutional` -- convolution meets attention: ConViT's gated positional self-attention,
   VAN's large-kernel attention, attentive convolution, HyperZ.Z.W hyper-kernels (ch. 14)
+* :mod:`~attnbook.attention.channel` -- channel and subspace attention: squeeze-and-excitation, ULSAM, position and
+  channel attention modules with guidance, class-semantics attention (ch. 15)
 """
 
 from attnbook.attention import (
     additive,
     axial,
     convolutional,
+    channel,
     core,
     factorised,
     functional,
@@ -43,6 +46,7 @@ from attnbook.attention import (
 from attnbook.attention.additive import *  # noqa: F403
 from attnbook.attention.axial import *  # noqa: F403
 from attnbook.attention.convolutional import *  # noqa: F403
+from attnbook.attention.channel import *  # noqa: F403
 from attnbook.attention.core import *  # noqa: F403
 from attnbook.attention.factorised import *  # noqa: F403
 from attnbook.attention.functional import *  # noqa: F403
@@ -79,4 +83,5 @@ __all__ = [
     *ring.__all__,
     *rollout.__all__,
     *convolutional.__all__,
+    *channel.__all__,
 ]
