@@ -16,12 +16,14 @@
 * :mod:`~attnbook.attention.routing` -- routing attention: online k-means clusters shared by queries and keys (ch. 10)
 * :mod:`~attnbook.attention.histogram` -- histogram self-attention: pixels sorted into intensity bins (ch. 10)
 * :mod:`~attnbook.attention.ring` -- ring self-attention: a sequence split across processes (ch. 12)
+* :mod:`~attnbook.attention.deformable` -- multi-scale deformable attention: sampled points, bilinear reads (ch. 16)
 """
 
 from attnbook.attention import (
     additive,
     axial,
     core,
+    deformable,
     factorised,
     functional,
     grouped,
@@ -38,6 +40,7 @@ from attnbook.attention import (
 from attnbook.attention.additive import *  # noqa: F403
 from attnbook.attention.axial import *  # noqa: F403
 from attnbook.attention.core import *  # noqa: F403
+from attnbook.attention.deformable import *  # noqa: F403
 from attnbook.attention.factorised import *  # noqa: F403
 from attnbook.attention.functional import *  # noqa: F403
 from attnbook.attention.grouped import *  # noqa: F403
@@ -70,4 +73,5 @@ __all__ = [
     *routing.__all__,
     *histogram.__all__,
     *ring.__all__,
+    *deformable.__all__,
 ]
