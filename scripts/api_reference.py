@@ -62,11 +62,15 @@ PAGES = [
             "deformable",
         ],
     ),
-    ("models", "attnbook.models", ["pointer", "transformer", "gpt", "block_transformer", "hierarchical", "vit"]),
+    (
+        "models",
+        "attnbook.models",
+        ["pointer", "transformer", "gpt", "block_transformer", "hierarchical", "vit", "detr"],
+    ),
     (
         "data",
         "attnbook.data",
-        ["regression", "pointer", "seq2seq", "positions", "text", "recall", "images", "registry"],
+        ["regression", "pointer", "seq2seq", "positions", "text", "recall", "images", "shapes", "registry"],
     ),
     (
         "train",

@@ -6,10 +6,12 @@
 * :mod:`~attnbook.models.block_transformer` -- the Block Transformer's global-to-local decoding (ch. 06)
 * :mod:`~attnbook.models.hierarchical` -- SMITH's hierarchical document encoder, MEDUSA's gated CNN (ch. 11)
 * :mod:`~attnbook.models.vit` -- the Vision Transformer: patches, class token, encoder (ch. 13)
+* :mod:`~attnbook.models.detr` -- a small DETR: object queries, Hungarian matching, the set loss (ch. 16)
 """
 
-from attnbook.models import block_transformer, gpt, hierarchical, pointer, transformer, vit
+from attnbook.models import block_transformer, detr, gpt, hierarchical, pointer, transformer, vit
 from attnbook.models.block_transformer import *  # noqa: F403
+from attnbook.models.detr import *  # noqa: F403
 from attnbook.models.gpt import *  # noqa: F403
 from attnbook.models.hierarchical import *  # noqa: F403
 from attnbook.models.pointer import *  # noqa: F403
@@ -23,4 +25,5 @@ __all__ = [
     *block_transformer.__all__,
     *hierarchical.__all__,
     *vit.__all__,
+    *detr.__all__,
 ]
