@@ -22,8 +22,15 @@ def level(ax, x0, y0, rows, cols, cell, ref, points, weights, name):
     for r in range(rows):
         for c in range(cols):
             ax.add_patch(
-                Rectangle((x0 + c * cell, y0 - (r + 1) * cell), cell, cell, facecolor=COLORS["value"], alpha=0.25,
-                          edgecolor="white", linewidth=1.2)  # fmt: skip
+                Rectangle(
+                    (x0 + c * cell, y0 - (r + 1) * cell),
+                    cell,
+                    cell,
+                    facecolor=COLORS["value"],
+                    alpha=0.25,
+                    edgecolor="white",
+                    linewidth=1.2,
+                )  # fmt: skip
             )
     to_xy = lambda p: (x0 + p[0] * cell, y0 - p[1] * cell)
     rx, ry = to_xy(ref)
@@ -56,10 +63,12 @@ def main() -> None:
     arrow(ax, (2.0, 1.0), (2.0, 0.68))
     # two levels of value maps
     weights = [0.9, 0.35, 0.6, 0.2]
-    level(ax, 3.2, 4.15, 5, 7, 0.42, (3.3, 2.4), [(4.6, 1.6), (2.1, 3.5)], weights[:2], "level 1: $H_1\\times W_1$ values")
-    level(ax, 3.6, 1.7, 2, 4, 0.42, (1.65, 1.2), [(2.8, 0.7), (0.9, 1.3)], weights[2:], "level 2: $H_2\\times W_2$")
+    name1, name2 = "level 1: $H_1\\times W_1$ values", "level 2: $H_2\\times W_2$"
+    level(ax, 3.2, 4.15, 5, 7, 0.42, (3.3, 2.4), [(4.6, 1.6), (2.1, 3.5)], weights[:2], name1)
+    level(ax, 3.6, 1.7, 2, 4, 0.42, (1.65, 1.2), [(2.8, 0.7), (0.9, 1.3)], weights[2:], name2)
     arrow(ax, (2.45, 3.35), (3.15, 3.35), color="query")
-    text(ax, 6.3, 0.15, "darker: the 4 pixels each point reads (bilinear)", ha="center", va="bottom", size=9, color="value")
+    note = "darker: the 4 pixels each point reads (bilinear)"
+    text(ax, 6.3, 0.15, note, ha="center", va="bottom", size=9, color="value")
     # the weighted sum and the output projection
     op(ax, 7.2, 2.3, "Σ")
     arrow(ax, (6.2, 2.9), (7.0, 2.45), color="value")
