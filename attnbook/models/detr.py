@@ -84,8 +84,11 @@ def box_iou(a: Tensor, b: Tensor) -> Tensor:
 
 
 def generalized_box_iou(a: Tensor, b: Tensor) -> Tensor:
-    """Pairwise generalised IoU (Rezatofighi et al., 2019) of corner boxes: ``IoU - |C \\ (A u B)| / |C|``, ``C`` the
-    smallest box enclosing both; in ``[-1, 1]``, and unlike IoU it still ranks boxes that do not overlap."""
+    """Pairwise generalised IoU of corner boxes (Rezatofighi et al., 2019, :cite:`rezatofighi2019generalized`).
+
+    ``GIoU = IoU - |C \\ (A u B)| / |C|``, ``C`` the smallest box enclosing both; in ``[-1, 1]``, and unlike IoU it
+    still ranks boxes that do not overlap. ``a (N, 4)``, ``b (M, 4)`` -> ``(N, M)``.
+    """
     a, b = _boxes(a, "a", "generalized_box_iou"), _boxes(b, "b", "generalized_box_iou")
     for name, x in (("a", a), ("b", b)):
         if (x[:, 2:] < x[:, :2]).any():
@@ -265,15 +268,16 @@ class _DecoderLayer(nn.Module):
 
     def forward(
         self, tgt: Tensor, query_pos: Tensor, memory: Tensor, pos: Tensor, reference: Tensor, grid: tuple[int, int]
-    ) -> tuple[Tensor, Tensor]:
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
         qk = tgt + query_pos
         tgt = self.norm1(tgt + self.self_attn(qk, qk, tgt)[0])
         if self.cross == "dense":
             out, weights = self.cross_attn(tgt + query_pos, memory + pos, memory, need_weights=True)
+            locations = None
         else:
-            out, weights, _ = self.cross_attn(tgt, memory, reference, [grid], query_pos=query_pos)
+            out, weights, locations = self.cross_attn(tgt, memory, reference, [grid], query_pos=query_pos)
         tgt = self.norm2(tgt + out)
-        return self.norm3(tgt + self.mlp(tgt)), weights
+        return self.norm3(tgt + self.mlp(tgt)), weights, locations
 
 
 class DETR(nn.Module):
@@ -284,12 +288,15 @@ class DETR(nn.Module):
     ``num_queries`` learned object queries (DETR's decoder starts from zero content plus learned query positions)
     through ``decoder_layers`` layers of self-attention, cross-attention (``"dense"`` or ``"deformable"``) and a
     feed-forward block; a class head (``num_classes + 1``, the last is "no object") and a 3-layer box MLP with a
-    sigmoid, both applied after every decoder layer (the auxiliary outputs DETR also trains).
+    sigmoid, both applied after every decoder layer (the auxiliary outputs DETR also trains). Each query has a
+    reference point ``sigmoid(W p_i)`` from its position embedding ``p_i``; the box head predicts the centre as an
+    offset from it in logit space, ``sigmoid(logit(ref) + delta)``, as Deformable DETR does :cite:`zhu2021deformable`
+    (the original DETR predicts the box directly); the deformable cross-attention samples around the same point.
 
     ``forward(images)`` returns a dict: ``logits (B, N_q, C + 1)``, ``boxes (B, N_q, 4)`` (last layer),
     ``aux`` (a list of ``(logits, boxes)`` of the earlier layers) and ``cross_attention`` (the last layer's
     weights: ``(B, N_q, T)`` averaged over heads if dense, ``(B, N_q, H, 1, K)`` if deformable), and for
-    ``"deformable"`` also ``reference_points (B, N_q, 2)``.
+    ``"deformable"`` also ``reference_points (B, N_q, 2)`` and ``sampling_locations (B, N_q, H, 1, K, 2)``.
     """
 
     def __init__(
@@ -355,14 +362,14 @@ class DETR(nn.Module):
         tgt = torch.zeros_like(query_pos)
         outputs = []
         for layer in self.decoder:
-            tgt, weights = layer(tgt, query_pos, memory, pos, reference, self.grid)
+            tgt, weights, locations = layer(tgt, query_pos, memory, pos, reference, self.grid)
             raw = self.box_head(tgt)  # (B, N_q, 4): the centre as an offset from the reference point, in logits
             centre = raw[..., :2] + torch.logit(reference, eps=1e-4)
             outputs.append((self.class_head(tgt), torch.cat([centre, raw[..., 2:]], -1).sigmoid()))
         logits, boxes = outputs[-1]
         result: dict[str, object] = {"logits": logits, "boxes": boxes, "aux": outputs[:-1], "cross_attention": weights}
         if self.cross == "deformable":
-            result["reference_points"] = reference
+            result["reference_points"], result["sampling_locations"] = reference, locations
         return result
 
 
