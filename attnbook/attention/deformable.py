@@ -23,13 +23,14 @@ a level has its centre at ``((j + 0.5) / W_l, (i + 0.5) / H_l)``; sampling uses
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from attnbook.attention.grouped import _positive_int
 
 __all__ = [
     "check_spatial_shapes",
@@ -38,14 +39,6 @@ __all__ = [
     "ring_offsets",
     "MultiScaleDeformableAttention",
 ]
-
-
-def _positive_int(value: object, name: str, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{where}: {name} must be an int, got {value!r} ({type(value).__name__})")
-    if value <= 0:
-        raise ValueError(f"{where}: {name} must be positive, got {value}")
-    return int(value)
 
 
 def _shape(x: object) -> object:
