@@ -185,6 +185,18 @@ def test_detr_shapes_and_a_training_step(cross):
     assert model.query_pos.grad.abs().sum() > 0
 
 
+def test_deformable_detr_samples_around_each_querys_reference_point():
+    """At initialisation the offsets are Deformable DETR's rings: point k is k + 1 pixels from the reference."""
+    model = DETR(3, image_size=16, dim=16, num_heads=4, num_queries=5, cross_attention="deformable", num_points=2)
+    out = model(make_shapes(2, image_size=16, min_size=3, max_size=6, seed=1).images)
+    ref, loc = out["reference_points"], out["sampling_locations"]  # (B, T_q, 2), (B, T_q, H, 1, K, 2)
+    assert loc.shape == (2, 5, 4, 1, 2, 2)
+    pixels = (loc - ref[:, :, None, None, None, :]) * 4  # a 4 x 4 token grid: offsets in pixels
+    expected = model.decoder[-1].cross_attn.sampling_offsets.bias.reshape(4, 1, 2, 2)
+    torch.testing.assert_close(pixels, expected.expand_as(pixels), rtol=0, atol=1e-5)
+    torch.testing.assert_close(out["cross_attention"].sum((-2, -1)), torch.ones(2, 5, 4))
+
+
 @pytest.mark.parametrize(
     ("call", "message"),
     [
