@@ -62,17 +62,18 @@ PAGES = [
             "rollout",
             "convolutional",
             "channel",
+            "deformable",
         ],
     ),
     (
         "models",
         "attnbook.models",
-        ["pointer", "transformer", "gpt", "block_transformer", "hierarchical", "vit", "convit"],
+        ["pointer", "transformer", "gpt", "block_transformer", "hierarchical", "vit", "convit", "detr"],
     ),
     (
         "data",
         "attnbook.data",
-        ["regression", "pointer", "seq2seq", "positions", "text", "recall", "images", "registry"],
+        ["regression", "pointer", "seq2seq", "positions", "text", "recall", "images", "shapes", "registry"],
     ),
     (
         "train",

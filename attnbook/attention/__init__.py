@@ -21,6 +21,7 @@
   VAN's large-kernel attention, attentive convolution, HyperZ.Z.W hyper-kernels (ch. 14)
 * :mod:`~attnbook.attention.channel` -- channel and subspace attention: squeeze-and-excitation, ULSAM, position and
   channel attention modules with guidance, class-semantics attention (ch. 15)
+* :mod:`~attnbook.attention.deformable` -- multi-scale deformable attention: sampled points, bilinear reads (ch. 16)
 """
 
 from attnbook.attention import (
@@ -29,6 +30,7 @@ from attnbook.attention import (
     convolutional,
     channel,
     core,
+    deformable,
     factorised,
     functional,
     grouped,
@@ -48,6 +50,7 @@ from attnbook.attention.axial import *  # noqa: F403
 from attnbook.attention.convolutional import *  # noqa: F403
 from attnbook.attention.channel import *  # noqa: F403
 from attnbook.attention.core import *  # noqa: F403
+from attnbook.attention.deformable import *  # noqa: F403
 from attnbook.attention.factorised import *  # noqa: F403
 from attnbook.attention.functional import *  # noqa: F403
 from attnbook.attention.grouped import *  # noqa: F403
@@ -84,4 +87,5 @@ __all__ = [
     *rollout.__all__,
     *convolutional.__all__,
     *channel.__all__,
+    *deformable.__all__,
 ]

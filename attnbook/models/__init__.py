@@ -7,11 +7,13 @@
 * :mod:`~attnbook.models.hierarchical` -- SMITH's hierarchical document encoder, MEDUSA's gated CNN (ch. 11)
 * :mod:`~attnbook.models.vit` -- the Vision Transformer: patches, class token, encoder (ch. 13)
 * :mod:`~attnbook.models.convit` -- ConViT: gated positional self-attention blocks before the class token (ch. 14)
+* :mod:`~attnbook.models.detr` -- a small DETR: object queries, Hungarian matching, the set loss (ch. 16)
 """
 
-from attnbook.models import block_transformer, convit, gpt, hierarchical, pointer, transformer, vit
+from attnbook.models import block_transformer, convit, detr, gpt, hierarchical, pointer, transformer, vit
 from attnbook.models.block_transformer import *  # noqa: F403
 from attnbook.models.convit import *  # noqa: F403
+from attnbook.models.detr import *  # noqa: F403
 from attnbook.models.gpt import *  # noqa: F403
 from attnbook.models.hierarchical import *  # noqa: F403
 from attnbook.models.pointer import *  # noqa: F403
@@ -26,4 +28,5 @@ __all__ = [
     *hierarchical.__all__,
     *vit.__all__,
     *convit.__all__,
+    *detr.__all__,
 ]
