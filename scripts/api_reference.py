@@ -59,9 +59,14 @@ PAGES = [
             "routing",
             "histogram",
             "ring",
+            "probing",
         ],
     ),
-    ("models", "attnbook.models", ["pointer", "transformer", "gpt", "block_transformer", "hierarchical", "vit"]),
+    (
+        "models",
+        "attnbook.models",
+        ["pointer", "transformer", "gpt", "block_transformer", "hierarchical", "vit", "masked"],
+    ),
     (
         "data",
         "attnbook.data",

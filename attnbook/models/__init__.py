@@ -6,12 +6,14 @@
 * :mod:`~attnbook.models.block_transformer` -- the Block Transformer's global-to-local decoding (ch. 06)
 * :mod:`~attnbook.models.hierarchical` -- SMITH's hierarchical document encoder, MEDUSA's gated CNN (ch. 11)
 * :mod:`~attnbook.models.vit` -- the Vision Transformer: patches, class token, encoder (ch. 13)
+* :mod:`~attnbook.models.masked` -- masked image modelling: MAE, CAE, MemMC-MAE, LUT, Mask & Match (ch. 17)
 """
 
-from attnbook.models import block_transformer, gpt, hierarchical, pointer, transformer, vit
+from attnbook.models import block_transformer, gpt, hierarchical, masked, pointer, transformer, vit
 from attnbook.models.block_transformer import *  # noqa: F403
 from attnbook.models.gpt import *  # noqa: F403
 from attnbook.models.hierarchical import *  # noqa: F403
+from attnbook.models.masked import *  # noqa: F403
 from attnbook.models.pointer import *  # noqa: F403
 from attnbook.models.transformer import *  # noqa: F403
 from attnbook.models.vit import *  # noqa: F403
@@ -23,4 +25,5 @@ __all__ = [
     *block_transformer.__all__,
     *hierarchical.__all__,
     *vit.__all__,
+    *masked.__all__,
 ]
