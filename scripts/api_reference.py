@@ -63,12 +63,13 @@ PAGES = [
             "convolutional",
             "channel",
             "deformable",
+            "probing",
         ],
     ),
     (
         "models",
         "attnbook.models",
-        ["pointer", "transformer", "gpt", "block_transformer", "hierarchical", "vit", "convit", "detr"],
+        ["pointer", "transformer", "gpt", "block_transformer", "hierarchical", "vit", "convit", "detr", "masked"],
     ),
     (
         "data",

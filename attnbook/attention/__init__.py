@@ -22,6 +22,7 @@
 * :mod:`~attnbook.attention.channel` -- channel and subspace attention: squeeze-and-excitation, ULSAM, position and
   channel attention modules with guidance, class-semantics attention (ch. 15)
 * :mod:`~attnbook.attention.deformable` -- multi-scale deformable attention: sampled points, bilinear reads (ch. 16)
+* :mod:`~attnbook.attention.probing` -- attentive and efficient probing of frozen tokens (ch. 17)
 """
 
 from attnbook.attention import (
@@ -39,6 +40,7 @@ from attnbook.attention import (
     local,
     masks,
     positional,
+    probing,
     ring,
     rollout,
     routing,
@@ -60,6 +62,7 @@ from attnbook.attention.local import *  # noqa: F403
 from attnbook.attention.masks import *  # noqa: F403
 from attnbook.attention.normalizers import SparsemaxNormalizer, sparsemax
 from attnbook.attention.positional import *  # noqa: F403
+from attnbook.attention.probing import *  # noqa: F403
 from attnbook.attention.ring import *  # noqa: F403
 from attnbook.attention.rollout import *  # noqa: F403
 from attnbook.attention.routing import *  # noqa: F403
@@ -88,4 +91,5 @@ __all__ = [
     *convolutional.__all__,
     *channel.__all__,
     *deformable.__all__,
+    *probing.__all__,
 ]
