@@ -16,11 +16,15 @@
 * :mod:`~attnbook.attention.routing` -- routing attention: online k-means clusters shared by queries and keys (ch. 10)
 * :mod:`~attnbook.attention.histogram` -- histogram self-attention: pixels sorted into intensity bins (ch. 10)
 * :mod:`~attnbook.attention.ring` -- ring self-attention: a sequence split across processes (ch. 12)
+* :mod:`~attnbook.attention.conditioning` -- conditioning with cross-attention: reference attention, decoupled
+  image-prompt cross-attention, region supervision, rollout and global-local attention, affinity splicing,
+  closed-form projection edits (ch. 18)
 """
 
 from attnbook.attention import (
     additive,
     axial,
+    conditioning,
     core,
     factorised,
     functional,
@@ -37,6 +41,7 @@ from attnbook.attention import (
 )
 from attnbook.attention.additive import *  # noqa: F403
 from attnbook.attention.axial import *  # noqa: F403
+from attnbook.attention.conditioning import *  # noqa: F403
 from attnbook.attention.core import *  # noqa: F403
 from attnbook.attention.factorised import *  # noqa: F403
 from attnbook.attention.functional import *  # noqa: F403
@@ -70,4 +75,5 @@ __all__ = [
     *routing.__all__,
     *histogram.__all__,
     *ring.__all__,
+    *conditioning.__all__,
 ]
