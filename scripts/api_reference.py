@@ -63,7 +63,11 @@ PAGES = [
         ],
     ),
     ("models", "attnbook.models", ["pointer", "transformer", "gpt", "block_transformer", "hierarchical"]),
-    ("data", "attnbook.data", ["regression", "pointer", "seq2seq", "positions", "text", "recall", "shapes", "registry"]),
+    (
+        "data",
+        "attnbook.data",
+        ["regression", "pointer", "seq2seq", "positions", "text", "recall", "shapes", "registry"],
+    ),
     (
         "train",
         "attnbook.train",

@@ -365,7 +365,8 @@ def splice_then_aggregate(
     _check_tensor("global_affinity", global_affinity, 3, where)
     if global_affinity.shape != (B, Hh * Ww, Hh * Ww):
         raise ValueError(
-            f"{where}: global_affinity must be (B, HW, HW)=({B}, {Hh * Ww}, {Hh * Ww}), got {tuple(global_affinity.shape)}"
+            f"{where}: global_affinity must be (B, HW, HW)=({B}, {Hh * Ww}, {Hh * Ww}), "
+            f"got {tuple(global_affinity.shape)}"
         )
     mixed = global_affinity @ spliced.flatten(2).transpose(1, 2)  # (B, HW, D_v)
     return mixed.transpose(1, 2).reshape(B, Dv, Hh, Ww)
