@@ -94,7 +94,10 @@ def test_reference_attention_errors():
     with pytest.raises(ValueError, match="ref_bias"):
         reference_attention(q, q, q, q, q, torch.zeros(1, 1, 1, 5, dtype=F64))
     with pytest.raises(TypeError, match="ref_bias"):
-        reference_attention(q, q, q, q, q, torch.zeros(1, 1, 1, 4, dtype=torch.bool))
+        reference_attention(q, q, q, q, q, torch.zeros(1, 1, 1, 4, dtype=torch.int64))
+    keep = torch.tensor([True, False, True, True]).reshape(1, 1, 1, 4)  # bool: True = may attend
+    additive = torch.zeros(1, 1, 1, 4, dtype=F64).masked_fill(~keep, float("-inf"))
+    torch.testing.assert_close(reference_attention(q, q, q, q, q, keep), reference_attention(q, q, q, q, q, additive))
     layer = ReferenceAttention(8, 2).double()
     with pytest.raises(ValueError, match="reference must be"):
         layer(rand(1, 4, 8), rand(1, 3, 6))

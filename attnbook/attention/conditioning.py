@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnbook.attention.core import MultiHeadAttention
-from attnbook.attention.functional import check_qkv, scaled_dot_product_attention
+from attnbook.attention.functional import check_mask, check_qkv, scaled_dot_product_attention
+from attnbook.attention.masks import to_additive
 
 __all__ = [
     "reference_attention",
@@ -69,8 +70,9 @@ def reference_attention(
     Args:
         q: ``(B, H, T_q, d)``; k, v: ``(B, H, T_k, d)``, ``(B, H, T_k, d_v)``, the own keys and values.
         k_ref, v_ref: ``(B, H, T_r, d)``, ``(B, H, T_r, d_v)``, the reference's keys and values.
-        ref_bias: optional additive logits on the reference keys, broadcastable to ``(B, H, T_q, T_r)`` (e.g.
-            ``(B, 1, 1, T_r)``); DreamTuner's foreground weighting is ``log(weight)`` there, ``-inf`` drops a key.
+        ref_bias: optional mask on the reference keys, broadcastable to ``(B, H, T_q, T_r)`` (e.g.
+            ``(B, 1, 1, T_r)``): additive logits of the query dtype (DreamTuner's foreground weighting is
+            ``log(weight)`` there, ``-inf`` drops a key) or bool (``True`` = may attend).
         need_weights: also return the weights ``(B, H, T_q, T_k + T_r)``.
     """
     check_qkv(q, k, v, name="reference_attention")
@@ -84,20 +86,10 @@ def reference_attention(
     values = torch.cat([v, v_ref], dim=-2)  # (B, H, T_k + T_r, d_v)
     mask = None
     if ref_bias is not None:
-        if not isinstance(ref_bias, Tensor) or not ref_bias.is_floating_point():
-            raise TypeError("reference_attention: ref_bias must be a floating-point tensor of additive logits")
         shape = (*q.shape[:-1], k_ref.shape[-2])
-        try:
-            ok = torch.broadcast_shapes(ref_bias.shape, shape) == torch.Size(shape)
-        except RuntimeError:
-            ok = False
-        if not ok:
-            raise ValueError(
-                f"reference_attention: ref_bias of shape {tuple(ref_bias.shape)} does not broadcast to "
-                f"(B, H, T_q, T_r)={shape}"
-            )
+        check_mask(ref_bias, shape, q.dtype, name="reference_attention: ref_bias")
         own = torch.zeros(*q.shape[:-1], k.shape[-2], dtype=q.dtype, device=q.device)  # (B, H, T_q, T_k)
-        mask = torch.cat([own, ref_bias.to(q.dtype).expand(shape)], dim=-1)  # (B, H, T_q, T_k + T_r)
+        mask = torch.cat([own, to_additive(ref_bias, q.dtype).expand(shape)], dim=-1)  # (B, H, T_q, T_k + T_r)
     return scaled_dot_product_attention(q, keys, values, mask, need_weights=need_weights)
 
 
