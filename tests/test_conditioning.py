@@ -257,6 +257,11 @@ def test_closed_form_edit_is_the_least_squares_solution():
     torch.testing.assert_close(W, torch.linalg.lstsq(A, Y).solution.T)
     torch.testing.assert_close(closed_form_edit(W0, K, V, 1e-9) @ K.T, V.T, rtol=0, atol=1e-6)  # fits the targets
     torch.testing.assert_close(closed_form_edit(W0, K, V, 1e9), W0, rtol=0, atol=1e-6)  # keeps W0
+    keep = K @ W0.T  # targets equal to what W0 already gives, but for one key: a rank-one change
+    keep[1] = V[1]
+    change = closed_form_edit(W0.float(), K.float(), keep.float(), 1e-3).double() - W0.float().double()
+    singular = torch.linalg.svdvals(change)
+    assert singular[1] < 1e-5 * singular[0]
     with pytest.raises(ValueError, match="strength"):
         closed_form_edit(W0, K, V, 0.0)
     with pytest.raises(ValueError, match="targets"):

@@ -368,7 +368,9 @@ def closed_form_edit(weight: Tensor, keys: Tensor, targets: Tensor, strength: fl
     """The regularised least-squares edit of one linear map (Diff-QuickFix's closed form; reconstruction).
 
     Solves ``min_W sum_i ||W k_i - v_i||^2 + strength * ||W - W_0||_F^2``:
-    ``W = (V^T K + strength W_0)(K^T K + strength I)^{-1}``.
+    ``W = (V^T K + strength W_0)(K^T K + strength I)^{-1} = W_0 + (V - K W_0^T)^T K (K^T K + strength I)^{-1}``,
+    computed in float64 and returned in ``weight``'s dtype. When only one target differs from ``W_0 k_i`` the
+    change has rank one (ROME-style edits).
 
     Args:
         weight: ``W_0 (D_out, D_in)`` (an ``nn.Linear`` weight: ``y = W k``).
@@ -387,7 +389,10 @@ def closed_form_edit(weight: Tensor, keys: Tensor, targets: Tensor, strength: fl
         )
     if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not strength > 0 or math.isinf(strength):
         raise ValueError(f"{where}: strength must be a finite number > 0, got {strength!r}")
-    eye = torch.eye(D_in, dtype=weight.dtype, device=weight.device)
-    gram = keys.T @ keys + strength * eye  # (D_in, D_in), symmetric positive definite
-    right = targets.T @ keys + strength * weight  # (D_out, D_in)
-    return torch.linalg.solve(gram, right.T).T  # right @ gram^{-1}, gram symmetric
+    # Solved in float64 as the equivalent update W_0 + (V - K W_0^T)^T K (K^T K + rho I)^{-1}: the Gram matrix is
+    # ill-conditioned for small rho, and keys whose targets are already W_0 k_i then add exactly nothing.
+    w0, k64, v64 = weight.double(), keys.double(), targets.double()
+    gram = k64.T @ k64 + strength * torch.eye(D_in, dtype=torch.float64, device=weight.device)  # (D_in, D_in), SPD
+    residual = v64 - k64 @ w0.T  # (n, D_out): how far each target is from what W_0 gives
+    update = torch.linalg.solve(gram, k64.T @ residual).T  # (D_out, D_in) = residual^T K gram^{-1}, gram symmetric
+    return (w0 + update).to(weight.dtype)
