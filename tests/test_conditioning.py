@@ -239,6 +239,11 @@ def test_proxy_affinity_attention_and_splice():
     torch.testing.assert_close(
         splice_then_aggregate(fmap, vmap, 2, uniform), spliced.mean((2, 3), keepdim=True).expand_as(spliced)
     )
+    same = torch.ones(1, 4, 3, dtype=F64, requires_grad=True)  # all cosines 1: S' = gamma (1 - beta) < 0
+    empty = proxy_affinity_attention(same, values[:1, :4])
+    assert torch.equal(empty, torch.zeros_like(empty))
+    empty.sum().backward()
+    assert torch.isfinite(same.grad).all()
     with pytest.raises(ValueError, match="window"):
         splice_then_aggregate(fmap, vmap, window=3)
     with pytest.raises(ValueError, match="global_affinity"):

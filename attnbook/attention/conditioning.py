@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnbook.attention.core import MultiHeadAttention
-from attnbook.attention.functional import check_mask, check_qkv, scaled_dot_product_attention
+from attnbook.attention.functional import check_mask, check_qkv, masked_softmax, scaled_dot_product_attention
 from attnbook.attention.masks import to_additive
 
 __all__ = [
@@ -319,8 +319,8 @@ def proxy_affinity_attention(features: Tensor, values: Tensor, beta: float = 1.2
     normed = F.normalize(features, dim=-1)
     similarity = normed @ normed.transpose(1, 2)  # (B, N, N)
     similarity = gamma * (similarity - beta * similarity.mean(dim=(1, 2), keepdim=True))
-    similarity = similarity.masked_fill(similarity < 0, float("-inf"))  # the diagonal (cosine 1) stays when beta*mean<1
-    return torch.softmax(similarity, dim=-1).nan_to_num(0.0) @ values  # (B, N, D_v)
+    # Entries below zero are dropped (-inf in ProxyCLIP); a row with none left gets zero weights, not NaN.
+    return masked_softmax(similarity, similarity >= 0) @ values  # (B, N, D_v)
 
 
 def splice_then_aggregate(
