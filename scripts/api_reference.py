@@ -64,6 +64,7 @@ PAGES = [
             "channel",
             "deformable",
             "probing",
+            "conditioning",
         ],
     ),
     (
@@ -74,7 +75,7 @@ PAGES = [
     (
         "data",
         "attnbook.data",
-        ["regression", "pointer", "seq2seq", "positions", "text", "recall", "images", "shapes", "registry"],
+        ["regression", "pointer", "seq2seq", "positions", "text", "recall", "images", "shapes", "conditional_shapes", "registry"],
     ),
     (
         "train",

@@ -23,6 +23,9 @@
   channel attention modules with guidance, class-semantics attention (ch. 15)
 * :mod:`~attnbook.attention.deformable` -- multi-scale deformable attention: sampled points, bilinear reads (ch. 16)
 * :mod:`~attnbook.attention.probing` -- attentive and efficient probing of frozen tokens (ch. 17)
+* :mod:`~attnbook.attention.conditioning` -- conditioning with cross-attention: reference attention, decoupled
+  image-prompt cross-attention, region supervision, rollout and global-local attention, affinity splicing,
+  closed-form projection edits (ch. 18)
 """
 
 from attnbook.attention import (
@@ -30,6 +33,7 @@ from attnbook.attention import (
     axial,
     convolutional,
     channel,
+    conditioning,
     core,
     deformable,
     factorised,
@@ -51,6 +55,7 @@ from attnbook.attention.additive import *  # noqa: F403
 from attnbook.attention.axial import *  # noqa: F403
 from attnbook.attention.convolutional import *  # noqa: F403
 from attnbook.attention.channel import *  # noqa: F403
+from attnbook.attention.conditioning import *  # noqa: F403
 from attnbook.attention.core import *  # noqa: F403
 from attnbook.attention.deformable import *  # noqa: F403
 from attnbook.attention.factorised import *  # noqa: F403
@@ -92,4 +97,5 @@ __all__ = [
     *channel.__all__,
     *deformable.__all__,
     *probing.__all__,
+    *conditioning.__all__,
 ]

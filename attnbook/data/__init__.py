@@ -9,12 +9,14 @@
 * :mod:`~attnbook.data.recall` -- associative recall, a long-range content-matching task (ch. 10)
 * :mod:`~attnbook.data.images` -- scikit-learn's handwritten digits (offline) and the CIFAR-10 downloader (ch. 13)
 * :mod:`~attnbook.data.shapes` -- generated images of squares, discs and points with their boxes (ch. 16)
+* :mod:`~attnbook.data.conditional_shapes` -- coloured shapes described by condition tokens, for the conditional denoiser (ch. 18)
 * :mod:`~attnbook.data.registry` -- the registry of every dataset the book uses (source, licence, size, SHA-256,
   chapters; ``data/registry.yaml``, shipped with the package), the cache folder (:func:`get_cache_dir`) and the
   downloader (pinned size and SHA-256, atomic writes, a clear error offline)
 """
 
-from attnbook.data import images, pointer, positions, recall, registry, regression, seq2seq, shapes, text
+from attnbook.data import conditional_shapes, images, pointer, positions, recall, registry, regression, seq2seq, shapes, text
+from attnbook.data.conditional_shapes import *  # noqa: F403
 from attnbook.data.images import *  # noqa: F403
 from attnbook.data.pointer import *  # noqa: F403
 from attnbook.data.positions import *  # noqa: F403
@@ -36,6 +38,7 @@ __all__ = list(
             *recall.__all__,
             *images.__all__,
             *shapes.__all__,
+            *conditional_shapes.__all__,
             *registry.__all__,
         ]
     )
