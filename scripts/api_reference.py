@@ -59,6 +59,7 @@ PAGES = [
             "routing",
             "histogram",
             "ring",
+            "readout",
         ],
     ),
     ("models", "attnbook.models", ["pointer", "transformer", "gpt", "block_transformer", "hierarchical"]),

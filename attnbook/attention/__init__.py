@@ -16,6 +16,8 @@
 * :mod:`~attnbook.attention.routing` -- routing attention: online k-means clusters shared by queries and keys (ch. 10)
 * :mod:`~attnbook.attention.histogram` -- histogram self-attention: pixels sorted into intensity bins (ch. 10)
 * :mod:`~attnbook.attention.ring` -- ring self-attention: a sequence split across processes (ch. 12)
+* :mod:`~attnbook.attention.readout` -- attention that reads a set out: Granite-speech's windowed Q-Former
+  projector, CVLNM's module controller, ViTGaze's interaction features, OAT's object pointer (ch. 19)
 """
 
 from attnbook.attention import (
@@ -30,6 +32,7 @@ from attnbook.attention import (
     local,
     masks,
     positional,
+    readout,
     ring,
     routing,
     tiled,
@@ -47,6 +50,7 @@ from attnbook.attention.local import *  # noqa: F403
 from attnbook.attention.masks import *  # noqa: F403
 from attnbook.attention.normalizers import SparsemaxNormalizer, sparsemax
 from attnbook.attention.positional import *  # noqa: F403
+from attnbook.attention.readout import *  # noqa: F403
 from attnbook.attention.ring import *  # noqa: F403
 from attnbook.attention.routing import *  # noqa: F403
 from attnbook.attention.tiled import *  # noqa: F403
@@ -70,4 +74,5 @@ __all__ = [
     *routing.__all__,
     *histogram.__all__,
     *ring.__all__,
+    *readout.__all__,
 ]
