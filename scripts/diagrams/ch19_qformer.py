@@ -48,8 +48,15 @@ def main() -> None:
     arrow(ax, (3.75, 3.1), (3.75, 2.62), color="weight")
     arrow(ax, (4.38, 3.35), (4.75, 3.35), color="query")
     proj(ax, 5.2, 3.35, "FFN", color="output", w=0.7)
-    text(ax, 3.2, 0.95, "post-norm layer (BERT layout), $L$ times:\nadd & LN after each block", ha="center",
-         size=8.5, color="output")
+    text(
+        ax,
+        3.2,
+        0.95,
+        "post-norm layer (BERT layout), $L$ times:\nadd & LN after each block",
+        ha="center",
+        size=8.5,
+        color="output",
+    )
     arrow(ax, (5.56, 3.35), (5.95, 3.35))
     tensor(ax, 6.2, 3.35, 3, 1, "output", cell=0.2)
     # window 2, same weights
@@ -65,8 +72,15 @@ def main() -> None:
     arrow(ax, (9.57, 3.35), (9.95, 3.35))
     tensor(ax, 10.45, 3.35, 6, 1, "output", cell=0.2, label="$Y$")
     text(ax, 10.45, 2.3, "$nm \\approx T/r$\nvectors, in order", ha="center", va="top", size=9, color="output")
-    text(ax, 8.2, 1.2, "Granite-speech: $w = 15$, $r = 5$, $m = 3$\n50 frames/s become 10 vectors/s",
-         ha="center", size=9, color="output")
+    text(
+        ax,
+        8.2,
+        1.2,
+        "Granite-speech: $w = 15$, $r = 5$, $m = 3$\n50 frames/s become 10 vectors/s",
+        ha="center",
+        size=9,
+        color="output",
+    )
     save(fig, "19-qformer")
 
 
