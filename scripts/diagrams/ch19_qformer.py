@@ -76,7 +76,7 @@ def main() -> None:
         ax,
         8.2,
         1.2,
-        "Granite-speech: $w = 15$, $r = 5$, $m = 3$\n50 frames/s become 10 vectors/s",
+        "Granite-speech: $w = 15$, $r = 5$, $m = 3$\nevery 15 frames become 3 vectors",
         ha="center",
         size=9,
         color="output",
