@@ -231,8 +231,9 @@ def test_module_controller_attention_equals_torch_and_weights_mix():
         ref.out_proj.weight.copy_(ctrl.attn.out_proj.weight)
         ref.out_proj.bias.copy_(ctrl.attn.out_proj.bias)
     memory = torch.cat([ctrl.start.expand(3, 1, 8), past], dim=1)
-    attended = state + ref(state[:, None], memory, memory)[0][:, 0]
-    torch.testing.assert_close(logits, ctrl.classifier(attended + ctrl.ffn(attended)), rtol=0, atol=1e-12)
+    attended = ref(state[:, None], memory, memory)[0][:, 0]
+    torch.testing.assert_close(logits, ctrl.classifier(ctrl.ffn(attended)), rtol=0, atol=1e-12)
+    assert ctrl.start.abs().max() == 0 and "start" not in dict(ctrl.named_parameters())  # m_0 = 0, not learned
     # first step: only the start embedding is in memory (past None == past of width 0)
     first = ctrl(state, contexts)
     torch.testing.assert_close(first[1], ctrl(state, contexts, past[:, :0])[1])

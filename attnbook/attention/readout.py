@@ -217,9 +217,10 @@ class WindowedQFormerProjector(nn.Module):
 class ModuleController(nn.Module):
     """CVLNM's self-attention module controller (Yang et al., 2022, :cite:`yang2022learning`).
 
-    At step ``t`` the state ``h_t (B, E)`` attends (multi-head, ``num_heads``) over the module embeddings of the
-    past steps ``m_0, m_1, ..., m_{t-1}`` (``m_0`` is a learned start embedding, so step 1 has one key); a
-    feed-forward network gives ``g``, and the soft module weights are ``w_t = softmax(W_c g) (B, K)``. With the
+    At step ``t`` the query ``h_t (B, E)`` attends (multi-head, ``num_heads``) over the module embeddings of the
+    past steps ``m_0, m_1, ..., m_{t-1}`` (``m_0 = 0``, so step 1 has one key); a feed-forward network gives
+    ``g = FFN(MHA(h_t, m, m))`` (no residual connection, as in the authors' ``Mod_Cont``), and the soft module
+    weights are ``w_t = softmax(W_c g) (B, K)``. With the
     ``K`` modules' context vectors ``c (B, K, D_c)``, the fused context is ``sum_k w_tk c_k`` and this step's
     module embedding ``m_t = sum_k w_tk e_k`` (``e_k`` learned, ``(K, E)``), which joins the past for step ``t+1``.
 
@@ -232,13 +233,13 @@ class ModuleController(nn.Module):
         super().__init__()
         embed_dim = _check_int("ModuleController", "embed_dim", embed_dim)
         self.num_modules = _check_int("ModuleController", "num_modules", num_modules)
-        ffn_dim = 2 * embed_dim if ffn_dim is None else _check_int("ModuleController", "ffn_dim", ffn_dim)
+        ffn_dim = embed_dim if ffn_dim is None else _check_int("ModuleController", "ffn_dim", ffn_dim)
         self.embed_dim = embed_dim
         self.attn = MultiHeadAttention(embed_dim, _check_int("ModuleController", "num_heads", num_heads))
         self.ffn = nn.Sequential(nn.Linear(embed_dim, ffn_dim), nn.ReLU(), nn.Linear(ffn_dim, embed_dim))
         self.classifier = nn.Linear(embed_dim, self.num_modules)  # W_c
         self.module_embeddings = nn.Parameter(0.1 * torch.randn(self.num_modules, embed_dim))  # e_k: (K, E)
-        self.start = nn.Parameter(0.1 * torch.randn(embed_dim))  # m_0
+        self.register_buffer("start", torch.zeros(embed_dim))  # m_0 = 0: the memory's first entry
 
     def forward(
         self, state: Tensor, contexts: Tensor, past: Tensor | None = None
@@ -258,8 +259,8 @@ class ModuleController(nn.Module):
             if past.shape[0] != B or past.shape[2] != E:
                 raise ValueError(f"ModuleController: past must be (B={B}, t-1, E={E}), got {tuple(past.shape)}")
             memory = torch.cat([memory, past], dim=1)  # (B, t, E)
-        attended = state + self.attn(state[:, None], memory, memory)[0][:, 0]  # (B, E)
-        logits = self.classifier(attended + self.ffn(attended))  # (B, K)
+        attended = self.attn(state[:, None], memory, memory)[0][:, 0]  # (B, E)
+        logits = self.classifier(self.ffn(attended))  # (B, K)
         weights = logits.softmax(dim=-1)  # (B, K): soft module choice
         fused = torch.einsum("bk,bkd->bd", weights, contexts)  # (B, D_c)
         embedding = weights @ self.module_embeddings  # (B, E): m_t
