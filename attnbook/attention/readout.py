@@ -137,6 +137,7 @@ class WindowedQFormerProjector(nn.Module):
 
     ``forward(frames, need_weights=False)`` returns the projected vectors, and with ``need_weights`` also the
     cross-attention weights of every cross-attention layer, a list of ``(B, n, H, Q, w)`` tensors.
+    Introduced in chapter 19.
     """
 
     def __init__(
