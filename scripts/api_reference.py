@@ -65,6 +65,7 @@ PAGES = [
             "deformable",
             "probing",
             "conditioning",
+            "readout",
         ],
     ),
     (
@@ -75,7 +76,7 @@ PAGES = [
     (
         "data",
         "attnbook.data",
-        ["regression", "pointer", "seq2seq", "positions", "text", "recall", "images", "shapes", "conditional_shapes", "registry"],
+        ["regression", "pointer", "seq2seq", "positions", "text", "recall", "images", "shapes", "conditional_shapes", "speech", "registry"],
     ),
     (
         "train",

@@ -26,6 +26,8 @@
 * :mod:`~attnbook.attention.conditioning` -- conditioning with cross-attention: reference attention, decoupled
   image-prompt cross-attention, region supervision, rollout and global-local attention, affinity splicing,
   closed-form projection edits (ch. 18)
+* :mod:`~attnbook.attention.readout` -- attention that reads a set out: Granite-speech's windowed Q-Former
+  projector, CVLNM's module controller, ViTGaze's interaction features, OAT's object pointer (ch. 19)
 """
 
 from attnbook.attention import (
@@ -45,6 +47,7 @@ from attnbook.attention import (
     masks,
     positional,
     probing,
+    readout,
     ring,
     rollout,
     routing,
@@ -68,6 +71,7 @@ from attnbook.attention.masks import *  # noqa: F403
 from attnbook.attention.normalizers import SparsemaxNormalizer, sparsemax
 from attnbook.attention.positional import *  # noqa: F403
 from attnbook.attention.probing import *  # noqa: F403
+from attnbook.attention.readout import *  # noqa: F403
 from attnbook.attention.ring import *  # noqa: F403
 from attnbook.attention.rollout import *  # noqa: F403
 from attnbook.attention.routing import *  # noqa: F403
@@ -98,4 +102,5 @@ __all__ = [
     *deformable.__all__,
     *probing.__all__,
     *conditioning.__all__,
+    *readout.__all__,
 ]

@@ -10,12 +10,14 @@
 * :mod:`~attnbook.data.images` -- scikit-learn's handwritten digits (offline) and the CIFAR-10 downloader (ch. 13)
 * :mod:`~attnbook.data.shapes` -- generated images of squares, discs and points with their boxes (ch. 16)
 * :mod:`~attnbook.data.conditional_shapes` -- coloured shapes described by condition tokens, for the conditional denoiser (ch. 18)
+* :mod:`~attnbook.data.speech` -- generated speech (symbols as short bursts in noise) and visual search scenes
+  with scanpaths (ch. 19)
 * :mod:`~attnbook.data.registry` -- the registry of every dataset the book uses (source, licence, size, SHA-256,
   chapters; ``data/registry.yaml``, shipped with the package), the cache folder (:func:`get_cache_dir`) and the
   downloader (pinned size and SHA-256, atomic writes, a clear error offline)
 """
 
-from attnbook.data import conditional_shapes, images, pointer, positions, recall, registry, regression, seq2seq, shapes, text
+from attnbook.data import conditional_shapes, images, pointer, positions, recall, registry, regression, seq2seq, shapes, speech, text
 from attnbook.data.conditional_shapes import *  # noqa: F403
 from attnbook.data.images import *  # noqa: F403
 from attnbook.data.pointer import *  # noqa: F403
@@ -25,6 +27,7 @@ from attnbook.data.registry import *  # noqa: F403
 from attnbook.data.regression import *  # noqa: F403
 from attnbook.data.seq2seq import *  # noqa: F403
 from attnbook.data.shapes import *  # noqa: F403
+from attnbook.data.speech import *  # noqa: F403
 from attnbook.data.text import *  # noqa: F403
 
 __all__ = list(
@@ -39,6 +42,7 @@ __all__ = list(
             *images.__all__,
             *shapes.__all__,
             *conditional_shapes.__all__,
+            *speech.__all__,
             *registry.__all__,
         ]
     )
