@@ -467,8 +467,11 @@ def shape_features(x: Tensor, shapes: Tensor, shape_variables: Tensor) -> Tensor
             f"{where}: shape_variables must be (S,) = {tuple(shapes.shape[:1])} with values in [0, C={x.shape[1]}), "
             f"got shape {tuple(shape_variables.shape)}"
         )
-    windows = _znorm(x[:, shape_variables].unfold(-1, m, 1))  # (B, S, W, m): each shape's variable
-    dist = (windows - _znorm(shapes)[None, :, None]).norm(dim=-1) / math.sqrt(m)  # (B, S, W)
+    windows = _znorm(x.unfold(-1, m, 1))  # (B, C, W, m): every window, z-normalised
+    corr = torch.einsum("bcwm,sm->bcsw", windows, _znorm(shapes)) / m  # (B, C, S, W): Pearson correlations
+    corr = corr[:, shape_variables, torch.arange(len(shapes), device=x.device)]  # (B, S, W): each shape's variable
+    # |a - b|^2 = 2m (1 - corr) for z-normalised a, b (population std), so the scaled distance is sqrt(2 - 2 corr)
+    dist = (2 - 2 * corr).clamp(min=0).sqrt()
     best, where_best = dist.min(dim=-1)
     span = max(x.shape[-1] - m, 1)
     return torch.stack([best, where_best.to(x.dtype) / span], dim=-1)

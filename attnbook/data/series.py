@@ -45,9 +45,9 @@ def shape_value_series(
     num_variables: int = 3,
     length: int = 64,
     motif_length: int = 16,
-    motif_height: float = 1.5,
+    motif_height: float = 2.5,
     level_shift: float = 0.4,
-    noise: float = 0.5,
+    noise: float = 0.4,
     seed: int = 0,
 ) -> ShapeValueTask:
     """Seeded series with a shape cue on variable 0 and a value cue on variable 1 (module docstring).
