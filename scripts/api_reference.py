@@ -59,10 +59,11 @@ PAGES = [
             "routing",
             "histogram",
             "ring",
+            "series",
         ],
     ),
     ("models", "attnbook.models", ["pointer", "transformer", "gpt", "block_transformer", "hierarchical"]),
-    ("data", "attnbook.data", ["regression", "pointer", "seq2seq", "positions", "text", "recall", "registry"]),
+    ("data", "attnbook.data", ["regression", "pointer", "seq2seq", "positions", "text", "recall", "series", "registry"]),
     (
         "train",
         "attnbook.train",

@@ -16,6 +16,8 @@
 * :mod:`~attnbook.attention.routing` -- routing attention: online k-means clusters shared by queries and keys (ch. 10)
 * :mod:`~attnbook.attention.histogram` -- histogram self-attention: pixels sorted into intensity bins (ch. 10)
 * :mod:`~attnbook.attention.ring` -- ring self-attention: a sequence split across processes (ch. 12)
+* :mod:`~attnbook.attention.series` -- time series and markets: the wavelet split, Stockformer's attentions, VSFormer's
+  value and shape tokens with prior-enhanced attention (ch. 20)
 """
 
 from attnbook.attention import (
@@ -32,6 +34,7 @@ from attnbook.attention import (
     positional,
     ring,
     routing,
+    series,
     tiled,
     windows,
 )
@@ -49,6 +52,7 @@ from attnbook.attention.normalizers import SparsemaxNormalizer, sparsemax
 from attnbook.attention.positional import *  # noqa: F403
 from attnbook.attention.ring import *  # noqa: F403
 from attnbook.attention.routing import *  # noqa: F403
+from attnbook.attention.series import *  # noqa: F403
 from attnbook.attention.tiled import *  # noqa: F403
 from attnbook.attention.windows import *  # noqa: F403
 
@@ -70,4 +74,5 @@ __all__ = [
     *routing.__all__,
     *histogram.__all__,
     *ring.__all__,
+    *series.__all__,
 ]

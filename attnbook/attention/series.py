@@ -20,7 +20,7 @@ is known to the book from its abstract and reviews only: motif discovery (:func:
 features and the form of ``P`` are reconstructions (chapter 20 says which).
 
 **Stockformer** (*Stockformer: A Price-Volume Factor Stock Selection Model Based on Wavelet Transform and
-Multi-Task Self-Attention Networks*, Ma et al., 2024, :cite:`ma2024stockformer`), built from its code
+Multi-Task Self-Attention Networks*, Ma et al., 2023, :cite:`ma2023stockformer`), built from its code
 (``Stockformermodel/Multitask_Stockformer_models.py`` of ``Eric991005/Multitask-Stockformer``). A window of returns
 ``x (B, T, N)`` (``T`` days, ``N`` stocks) is split by a discrete wavelet transform into a low-frequency and a
 high-frequency band (:func:`wavelet_split`; the code uses ``sym2`` = ``db2`` at one level). The low band goes

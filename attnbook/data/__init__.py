@@ -7,18 +7,20 @@
 * :mod:`~attnbook.data.text` -- the Python standard library as a text corpus, a character tokenizer, and the
   Tiny Shakespeare downloader for full runs (ch. 06)
 * :mod:`~attnbook.data.recall` -- associative recall, a long-range content-matching task (ch. 10)
+* :mod:`~attnbook.data.series` -- series with shape and value cues; a market of correlated stocks (ch. 20)
 * :mod:`~attnbook.data.registry` -- the registry of every dataset the book uses (source, licence, size, SHA-256,
   chapters; ``data/registry.yaml``, shipped with the package), the cache folder (:func:`get_cache_dir`) and the
   downloader (pinned size and SHA-256, atomic writes, a clear error offline)
 """
 
-from attnbook.data import pointer, positions, recall, registry, regression, seq2seq, text
+from attnbook.data import pointer, positions, recall, registry, regression, seq2seq, series, text
 from attnbook.data.pointer import *  # noqa: F403
 from attnbook.data.positions import *  # noqa: F403
 from attnbook.data.recall import *  # noqa: F403
 from attnbook.data.registry import *  # noqa: F403
 from attnbook.data.regression import *  # noqa: F403
 from attnbook.data.seq2seq import *  # noqa: F403
+from attnbook.data.series import *  # noqa: F403
 from attnbook.data.text import *  # noqa: F403
 
 __all__ = list(
@@ -30,6 +32,7 @@ __all__ = list(
             *positions.__all__,
             *text.__all__,
             *recall.__all__,
+            *series.__all__,
             *registry.__all__,
         ]
     )
