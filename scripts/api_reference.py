@@ -63,7 +63,11 @@ PAGES = [
         ],
     ),
     ("models", "attnbook.models", ["pointer", "transformer", "gpt", "block_transformer", "hierarchical"]),
-    ("data", "attnbook.data", ["regression", "pointer", "seq2seq", "positions", "text", "recall", "series", "registry"]),
+    (
+        "data",
+        "attnbook.data",
+        ["regression", "pointer", "seq2seq", "positions", "text", "recall", "series", "registry"],
+    ),
     (
         "train",
         "attnbook.train",

@@ -155,8 +155,9 @@ def spatial_loop(q, k, v, mode, top_k=None):
     out = torch.zeros(*q.shape[:-1], v.shape[-1], dtype=q.dtype)
     d = q.shape[-1]
     for day in range(q.shape[0]):
-        scores = torch.stack([torch.stack([q[day, i] @ k[day, j] / math.sqrt(d) for j in range(q.shape[1])])
-                              for i in range(q.shape[1])])  # (N, N)
+        scores = torch.stack(
+            [torch.stack([q[day, i] @ k[day, j] / math.sqrt(d) for j in range(q.shape[1])]) for i in range(q.shape[1])]
+        )  # (N, N)
         if mode == "topk":
             weights = torch.zeros_like(scores)
             for i in range(len(scores)):
@@ -183,10 +184,18 @@ def test_spatial_copy_is_the_codes_gather_and_limits():
     b, t, n, _ = q.shape
     attn = (q @ k.transpose(-1, -2) / 2).softmax(-1)
     source = attn.argmax(dim=-2, keepdim=True).transpose(-2, -1)  # (B, T, N, 1), as in the official code
-    code = (attn @ v).unsqueeze(-3).expand(b, t, n, n, 4)[
-        torch.arange(b)[:, None, None, None], torch.arange(t)[None, :, None, None],
-        torch.arange(n)[None, None, :, None], source, :,
-    ].squeeze(-2)
+    code = (
+        (attn @ v)
+        .unsqueeze(-3)
+        .expand(b, t, n, n, 4)[
+            torch.arange(b)[:, None, None, None],
+            torch.arange(t)[None, :, None, None],
+            torch.arange(n)[None, None, :, None],
+            source,
+            :,
+        ]
+        .squeeze(-2)
+    )
     torch.testing.assert_close(sparse_spatial_attention(q, k, v, "copy"), code, rtol=0, atol=1e-12)
     full = F.scaled_dot_product_attention(q, k, v)
     torch.testing.assert_close(sparse_spatial_attention(q, k, v, "topk", top_k=n), full, rtol=0, atol=1e-12)
@@ -215,9 +224,16 @@ def test_temporal_blocks_do_not_see_the_future():
     changed_x, changed_y = x.clone(), y.clone()
     changed_x[:, 5:] += 10.0
     changed_y[:, 5:] -= 10.0
-    temporal, conv, fusion = CausalTemporalAttention(6, 8).double(), DilatedCausalConv(6, dilation=2).double(), DualFrequencyFusion(6).double()
-    for before, after in ((temporal(x), temporal(changed_x)), (conv(x), conv(changed_x)),
-                          (fusion(x, y), fusion(changed_x, changed_y))):
+    temporal, conv, fusion = (
+        CausalTemporalAttention(6, 8).double(),
+        DilatedCausalConv(6, dilation=2).double(),
+        DualFrequencyFusion(6).double(),
+    )
+    for before, after in (
+        (temporal(x), temporal(changed_x)),
+        (conv(x), conv(changed_x)),
+        (fusion(x, y), fusion(changed_x, changed_y)),
+    ):
         torch.testing.assert_close(before[:, :5], after[:, :5], rtol=0, atol=1e-12)
         assert (before[:, 5:] - after[:, 5:]).abs().max() > 1e-3
 
@@ -364,8 +380,15 @@ def test_prior_bias_and_attention_match_references():
             for j in range(5):
                 assert bias[h, i, j] == table[h, classes[i], classes[j]]
     q, k, v = randn(4, 2, 5, 8, seed=1), randn(4, 2, 5, 8, seed=2), randn(4, 2, 5, 8, seed=3)
-    torch.testing.assert_close(prior_enhanced_attention(q, k, v, bias), F.scaled_dot_product_attention(q, k, v, attn_mask=bias), rtol=0, atol=1e-12)
-    torch.testing.assert_close(prior_enhanced_attention(q, k, v, None), F.scaled_dot_product_attention(q, k, v), rtol=0, atol=1e-12)
+    torch.testing.assert_close(
+        prior_enhanced_attention(q, k, v, bias),
+        F.scaled_dot_product_attention(q, k, v, attn_mask=bias),
+        rtol=0,
+        atol=1e-12,
+    )
+    torch.testing.assert_close(
+        prior_enhanced_attention(q, k, v, None), F.scaled_dot_product_attention(q, k, v), rtol=0, atol=1e-12
+    )
     with pytest.raises(ValueError, match="token_classes must be"):
         prior_bias(torch.tensor([0, 3]), table)
     with pytest.raises(TypeError, match="bias must have"):
@@ -374,7 +397,10 @@ def test_prior_bias_and_attention_match_references():
 
 def test_prior_enhanced_module_with_zero_table_is_plain_attention():
     torch.manual_seed(4)
-    with_prior, without = PriorEnhancedAttention(8, 2, 3).double(), PriorEnhancedAttention(8, 2, 3, use_prior=False).double()
+    with_prior, without = (
+        PriorEnhancedAttention(8, 2, 3).double(),
+        PriorEnhancedAttention(8, 2, 3, use_prior=False).double(),
+    )
     without.load_state_dict({k: v for k, v in with_prior.state_dict().items() if k != "table"})
     x, classes = randn(2, 6, 8), torch.tensor([0, 1, 2, 2, 1, 0])
     torch.testing.assert_close(with_prior(x, classes), without(x, classes), rtol=0, atol=1e-12)

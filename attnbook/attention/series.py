@@ -13,7 +13,8 @@ found in; value tokens carry the extra label ``K``). Prior-enhanced attention ad
 tokens' class priors:
 
 .. math::
-    A = \\operatorname{softmax}\\!\\left(\\frac{QK^\\top}{\\sqrt d} + P\\right), \\qquad P_{ij} = \\Pi[\\kappa_i, \\kappa_j],
+    A = \\operatorname{softmax}\\!\\left(\\frac{QK^\\top}{\\sqrt d} + P\\right),
+    \\qquad P_{ij} = \\Pi[\\kappa_i, \\kappa_j],
 
 with a learned table ``\\Pi (H, K + 1, K + 1)`` (:func:`prior_bias`, :func:`prior_enhanced_attention`). The paper
 is known to the book from its abstract and reviews only: motif discovery (:func:`discover_shapes`), the exact
@@ -140,7 +141,9 @@ def idwt(approx: Tensor, detail: Tensor, wavelet: str = "haar") -> Tensor:
         if not isinstance(t, Tensor) or not t.is_floating_point():
             raise TypeError(f"idwt: {name} must be a floating torch.Tensor, got {type(t).__name__}")
     if approx.shape != detail.shape or approx.ndim < 1:
-        raise ValueError(f"idwt: approx and detail must share a shape, got {tuple(approx.shape)}, {tuple(detail.shape)}")
+        raise ValueError(
+            f"idwt: approx and detail must share a shape, got {tuple(approx.shape)}, {tuple(detail.shape)}"
+        )
     kernel, pad = _filters_as_kernel(wavelet, approx)
     half = approx.shape[-1]
     n = 2 * half
@@ -462,7 +465,11 @@ def shape_features(x: Tensor, shapes: Tensor, shape_variables: Tensor) -> Tensor
     m = shapes.shape[-1]
     if not 2 <= m <= x.shape[-1]:
         raise ValueError(f"{where}: the shape length m={m} must be in [2, T={x.shape[-1]}]")
-    if shape_variables.shape != shapes.shape[:1] or (shape_variables < 0).any() or (shape_variables >= x.shape[1]).any():
+    if (
+        shape_variables.shape != shapes.shape[:1]
+        or (shape_variables < 0).any()
+        or (shape_variables >= x.shape[1]).any()
+    ):
         raise ValueError(
             f"{where}: shape_variables must be (S,) = {tuple(shapes.shape[:1])} with values in [0, C={x.shape[1]}), "
             f"got shape {tuple(shape_variables.shape)}"
@@ -486,7 +493,7 @@ class Shapes(NamedTuple):
 
 
 def discover_shapes(x: Tensor, labels: Tensor, length: int, per_class: int = 1, stride: int = 4) -> Shapes:
-    """Class-specific motifs, ``per_class`` per (class, variable), from training series ``x (B, C, T)``, ``labels (B,)``.
+    """Class-specific motifs, ``per_class`` per (class, variable), from series ``x (B, C, T)`` and ``labels (B,)``.
 
     Candidates are the length-``length`` windows (every ``stride`` steps) of the class's series; a candidate's score
     is how much closer it matches the other series of its class than the series of the other classes (mean of
@@ -516,7 +523,10 @@ def discover_shapes(x: Tensor, labels: Tensor, length: int, per_class: int = 1, 
 
 
 def prior_bias(token_classes: Tensor, table: Tensor) -> Tensor:
-    """``P[h, i, j] = table[h, kappa_i, kappa_j]``: ``token_classes (T,)`` in ``[0, K]``, ``table (H, K+1, K+1)`` -> ``(H, T, T)``."""
+    """The prior bias ``P[h, i, j] = table[h, kappa_i, kappa_j]``, ``(H, T, T)``.
+
+    ``token_classes (T,)`` holds each token's class prior in ``[0, K]``; ``table`` is ``(H, K + 1, K + 1)``.
+    """
     if table.ndim != 3 or table.shape[1] != table.shape[2]:
         raise ValueError(f"prior_bias: table must be (H, K+1, K+1), got {tuple(table.shape)}")
     if token_classes.ndim != 1 or token_classes.min() < 0 or token_classes.max() >= table.shape[1]:

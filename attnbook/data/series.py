@@ -127,7 +127,10 @@ def synthetic_stock_returns(
 
 
 def stock_windows(returns: Tensor, window: int) -> tuple[Tensor, Tensor]:
-    """Windows of ``window`` past days ``(S, window, N)`` and the next day's returns ``(S, N)``, ``S = days - window``."""
+    """Windows of ``window`` past days ``(S, window, N)`` and the next day's returns ``(S, N)``.
+
+    ``S = days - window``: window ``s`` holds days ``s .. s + window - 1`` and its target is day ``s + window``.
+    """
     if not isinstance(returns, Tensor) or returns.ndim != 2:
         raise ValueError(f"stock_windows: returns must be (days, N), got {getattr(returns, 'shape', returns)!r}")
     _positive_int("window", window, "stock_windows")
