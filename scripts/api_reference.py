@@ -66,6 +66,7 @@ PAGES = [
             "probing",
             "conditioning",
             "readout",
+            "series",
         ],
     ),
     (
@@ -76,7 +77,7 @@ PAGES = [
     (
         "data",
         "attnbook.data",
-        ["regression", "pointer", "seq2seq", "positions", "text", "recall", "images", "shapes", "conditional_shapes", "speech", "registry"],
+        ["regression", "pointer", "seq2seq", "positions", "text", "recall", "images", "shapes", "conditional_shapes", "speech", "series", "registry"],
     ),
     (
         "train",

@@ -28,6 +28,8 @@
   closed-form projection edits (ch. 18)
 * :mod:`~attnbook.attention.readout` -- attention that reads a set out: Granite-speech's windowed Q-Former
   projector, CVLNM's module controller, ViTGaze's interaction features, OAT's object pointer (ch. 19)
+* :mod:`~attnbook.attention.series` -- time series and markets: the wavelet split, Stockformer's attentions, VSFormer's
+  value and shape tokens with prior-enhanced attention (ch. 20)
 """
 
 from attnbook.attention import (
@@ -51,6 +53,7 @@ from attnbook.attention import (
     ring,
     rollout,
     routing,
+    series,
     tiled,
     windows,
 )
@@ -75,6 +78,7 @@ from attnbook.attention.readout import *  # noqa: F403
 from attnbook.attention.ring import *  # noqa: F403
 from attnbook.attention.rollout import *  # noqa: F403
 from attnbook.attention.routing import *  # noqa: F403
+from attnbook.attention.series import *  # noqa: F403
 from attnbook.attention.tiled import *  # noqa: F403
 from attnbook.attention.windows import *  # noqa: F403
 
@@ -103,4 +107,5 @@ __all__ = [
     *probing.__all__,
     *conditioning.__all__,
     *readout.__all__,
+    *series.__all__,
 ]

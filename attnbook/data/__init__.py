@@ -12,12 +12,13 @@
 * :mod:`~attnbook.data.conditional_shapes` -- coloured shapes described by condition tokens, for the conditional denoiser (ch. 18)
 * :mod:`~attnbook.data.speech` -- generated speech (symbols as short bursts in noise) and visual search scenes
   with scanpaths (ch. 19)
+* :mod:`~attnbook.data.series` -- series with shape and value cues; a market of correlated stocks (ch. 20)
 * :mod:`~attnbook.data.registry` -- the registry of every dataset the book uses (source, licence, size, SHA-256,
   chapters; ``data/registry.yaml``, shipped with the package), the cache folder (:func:`get_cache_dir`) and the
   downloader (pinned size and SHA-256, atomic writes, a clear error offline)
 """
 
-from attnbook.data import conditional_shapes, images, pointer, positions, recall, registry, regression, seq2seq, shapes, speech, text
+from attnbook.data import conditional_shapes, images, pointer, positions, recall, registry, regression, seq2seq, series, shapes, speech, text
 from attnbook.data.conditional_shapes import *  # noqa: F403
 from attnbook.data.images import *  # noqa: F403
 from attnbook.data.pointer import *  # noqa: F403
@@ -28,6 +29,7 @@ from attnbook.data.regression import *  # noqa: F403
 from attnbook.data.seq2seq import *  # noqa: F403
 from attnbook.data.shapes import *  # noqa: F403
 from attnbook.data.speech import *  # noqa: F403
+from attnbook.data.series import *  # noqa: F403
 from attnbook.data.text import *  # noqa: F403
 
 __all__ = list(
@@ -43,6 +45,7 @@ __all__ = list(
             *shapes.__all__,
             *conditional_shapes.__all__,
             *speech.__all__,
+            *series.__all__,
             *registry.__all__,
         ]
     )
