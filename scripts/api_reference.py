@@ -77,7 +77,20 @@ PAGES = [
     (
         "data",
         "attnbook.data",
-        ["regression", "pointer", "seq2seq", "positions", "text", "recall", "images", "shapes", "conditional_shapes", "speech", "series", "registry"],
+        [
+            "regression",
+            "pointer",
+            "seq2seq",
+            "positions",
+            "text",
+            "recall",
+            "images",
+            "shapes",
+            "conditional_shapes",
+            "speech",
+            "series",
+            "registry",
+        ],
     ),
     (
         "train",

@@ -35,9 +35,9 @@
 from attnbook.attention import (
     additive,
     axial,
-    convolutional,
     channel,
     conditioning,
+    convolutional,
     core,
     deformable,
     factorised,
@@ -59,9 +59,9 @@ from attnbook.attention import (
 )
 from attnbook.attention.additive import *  # noqa: F403
 from attnbook.attention.axial import *  # noqa: F403
-from attnbook.attention.convolutional import *  # noqa: F403
 from attnbook.attention.channel import *  # noqa: F403
 from attnbook.attention.conditioning import *  # noqa: F403
+from attnbook.attention.convolutional import *  # noqa: F403
 from attnbook.attention.core import *  # noqa: F403
 from attnbook.attention.deformable import *  # noqa: F403
 from attnbook.attention.factorised import *  # noqa: F403

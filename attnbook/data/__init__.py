@@ -9,7 +9,8 @@
 * :mod:`~attnbook.data.recall` -- associative recall, a long-range content-matching task (ch. 10)
 * :mod:`~attnbook.data.images` -- scikit-learn's handwritten digits (offline) and the CIFAR-10 downloader (ch. 13)
 * :mod:`~attnbook.data.shapes` -- generated images of squares, discs and points with their boxes (ch. 16)
-* :mod:`~attnbook.data.conditional_shapes` -- coloured shapes described by condition tokens, for the conditional denoiser (ch. 18)
+* :mod:`~attnbook.data.conditional_shapes` -- coloured shapes described by condition tokens, for the conditional
+  denoiser (ch. 18)
 * :mod:`~attnbook.data.speech` -- generated speech (symbols as short bursts in noise) and visual search scenes
   with scanpaths (ch. 19)
 * :mod:`~attnbook.data.series` -- series with shape and value cues; a market of correlated stocks (ch. 20)
@@ -18,7 +19,20 @@
   downloader (pinned size and SHA-256, atomic writes, a clear error offline)
 """
 
-from attnbook.data import conditional_shapes, images, pointer, positions, recall, registry, regression, seq2seq, series, shapes, speech, text
+from attnbook.data import (
+    conditional_shapes,
+    images,
+    pointer,
+    positions,
+    recall,
+    registry,
+    regression,
+    seq2seq,
+    series,
+    shapes,
+    speech,
+    text,
+)
 from attnbook.data.conditional_shapes import *  # noqa: F403
 from attnbook.data.images import *  # noqa: F403
 from attnbook.data.pointer import *  # noqa: F403
@@ -27,9 +41,9 @@ from attnbook.data.recall import *  # noqa: F403
 from attnbook.data.registry import *  # noqa: F403
 from attnbook.data.regression import *  # noqa: F403
 from attnbook.data.seq2seq import *  # noqa: F403
+from attnbook.data.series import *  # noqa: F403
 from attnbook.data.shapes import *  # noqa: F403
 from attnbook.data.speech import *  # noqa: F403
-from attnbook.data.series import *  # noqa: F403
 from attnbook.data.text import *  # noqa: F403
 
 __all__ = list(
