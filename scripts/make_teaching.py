@@ -83,9 +83,18 @@ def headings(text: str) -> list[tuple[int, str]]:
 
 
 def slug(title: str) -> str:
-    """The anchor mystmd gives a heading: lower case, punctuation dropped, spaces to dashes."""
-    text = re.sub(r"[^a-z0-9 \-]", "", title.lower())
-    return re.sub(r"-{2,}", "-", re.sub(r"\s+", "-", text.strip())).strip("-")
+    """The anchor mystmd gives a heading (its ``normalizeLabel`` then ``createHtmlId``, applied to the heading's text).
+
+    Quotes and apostrophes are dropped, every other character outside ``a-z0-9-`` becomes a dash (so "HyperZ·Z·W"
+    is ``hyperz-z-w``), runs of dashes collapse, an id that starts with a digit gets ``id-`` in front. The heading's
+    text is what the reader sees: Markdown's backticks and emphasis stars are not part of it.
+    """
+    text = re.sub(r"[`*]", "", title)
+    text = re.sub(r"[\t\n\r ]+", " ", text)
+    text = re.sub(r"['\u2018\u2019\"\u201c\u201d]+", "", text).strip().lower()
+    text = re.sub(r"[^a-z0-9-]", "-", text)
+    text = re.sub(r"^([0-9-])", r"id-\1", text)
+    return re.sub(r"-{2,}", "-", text).strip("-")
 
 
 def prose_words(text: str) -> int:

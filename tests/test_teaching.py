@@ -178,6 +178,10 @@ def test_reading_text_skips_code_and_headings_skip_code_comments():
     assert make_teaching.slug("Post-norm vs pre-norm: why the order matters") == (
         "post-norm-vs-pre-norm-why-the-order-matters"
     )
+    # mystmd turns every other character into a dash (the site's browser test caught "HyperZ·Z·W" dropped instead)
+    assert make_teaching.slug("HyperZ·Z·W: a kernel written by a network") == "hyperz-z-w-a-kernel-written-by-a-network"
+    assert make_teaching.slug("`attention_rollout` and the “class” token") == "attention-rollout-and-the-class-token"
+    assert make_teaching.slug("3 ways") == "id-3-ways"
 
 
 def _fake_notebook() -> dict:

@@ -175,7 +175,13 @@ async function main() {
         await tab.close();
         continue;
       }
-      await tab.evaluate(() => document.fonts.ready);
+      // A font loads only when visible text uses it: a page whose math sits only in folded answers (a teacher's
+      // page) loads none. Ask for KaTeX's main font wherever there is math, so the check below tests that the
+      // site serves it, not whether this page happened to show math.
+      await tab.evaluate(async () => {
+        if (document.querySelector('.katex')) await document.fonts.load('16px KaTeX_Main');
+        await document.fonts.ready;
+      });
       const seen = await tab.evaluate(inspectPage);
       idsByPath.set(new URL(tab.url()).pathname, new Set(seen.ids));
       const name = page.slug.replace(/[^\w.-]+/g, '_');
