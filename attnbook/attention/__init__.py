@@ -30,6 +30,8 @@
   projector, CVLNM's module controller, ViTGaze's interaction features, OAT's object pointer (ch. 19)
 * :mod:`~attnbook.attention.series` -- time series and markets: the wavelet split, Stockformer's attentions, VSFormer's
   value and shape tokens with prior-enhanced attention (ch. 20)
+* :mod:`~attnbook.attention.recommendation` -- recommendation and tagging: MQSA's L-query and multi-query
+  self-attention with transition distillation, CRENER's direction-aware encoder and character-relation grid (ch. 21)
 """
 
 from attnbook.attention import (
@@ -50,6 +52,7 @@ from attnbook.attention import (
     positional,
     probing,
     readout,
+    recommendation,
     ring,
     rollout,
     routing,
@@ -75,6 +78,7 @@ from attnbook.attention.normalizers import SparsemaxNormalizer, sparsemax
 from attnbook.attention.positional import *  # noqa: F403
 from attnbook.attention.probing import *  # noqa: F403
 from attnbook.attention.readout import *  # noqa: F403
+from attnbook.attention.recommendation import *  # noqa: F403
 from attnbook.attention.ring import *  # noqa: F403
 from attnbook.attention.rollout import *  # noqa: F403
 from attnbook.attention.routing import *  # noqa: F403
@@ -108,4 +112,5 @@ __all__ = [
     *conditioning.__all__,
     *readout.__all__,
     *series.__all__,
+    *recommendation.__all__,
 ]

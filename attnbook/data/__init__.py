@@ -14,6 +14,7 @@
 * :mod:`~attnbook.data.speech` -- generated speech (symbols as short bursts in noise) and visual search scenes
   with scanpaths (ch. 19)
 * :mod:`~attnbook.data.series` -- series with shape and value cues; a market of correlated stocks (ch. 20)
+* :mod:`~attnbook.data.sessions` -- sessions for next-item prediction; characters with entity relations (ch. 21)
 * :mod:`~attnbook.data.registry` -- the registry of every dataset the book uses (source, licence, size, SHA-256,
   chapters; ``data/registry.yaml``, shipped with the package), the cache folder (:func:`get_cache_dir`) and the
   downloader (pinned size and SHA-256, atomic writes, a clear error offline)
@@ -29,6 +30,7 @@ from attnbook.data import (
     regression,
     seq2seq,
     series,
+    sessions,
     shapes,
     speech,
     text,
@@ -42,6 +44,7 @@ from attnbook.data.registry import *  # noqa: F403
 from attnbook.data.regression import *  # noqa: F403
 from attnbook.data.seq2seq import *  # noqa: F403
 from attnbook.data.series import *  # noqa: F403
+from attnbook.data.sessions import *  # noqa: F403
 from attnbook.data.shapes import *  # noqa: F403
 from attnbook.data.speech import *  # noqa: F403
 from attnbook.data.text import *  # noqa: F403
@@ -60,6 +63,7 @@ __all__ = list(
             *conditional_shapes.__all__,
             *speech.__all__,
             *series.__all__,
+            *sessions.__all__,
             *registry.__all__,
         ]
     )
