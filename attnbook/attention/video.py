@@ -340,17 +340,20 @@ def control_gradcam(outputs: Tensor, features: Tensor, *, create_graph: bool = F
     return torch.where(total > 0, cam / torch.where(total > 0, total, torch.ones_like(total)), uniform)
 
 
-def caa_loss(alpha: Tensor, target: Tensor, eps: float = 1e-8) -> Tensor:
+def caa_loss(alpha: Tensor, target: Tensor) -> Tensor:
     """``KL(sg(target) || alpha)`` averaged over the batch: the attention map is pulled towards the target map.
 
-    Shapes: ``alpha``, ``target (B, S_1, S_2)``, each map summing to 1 -> scalar. ``eps`` guards ``log 0``.
+    ``sum_ij G_ij (log G_ij - log alpha_ij)`` with ``0 log 0 = 0``; ``alpha`` is clamped at the dtype's smallest
+    positive number before the log, so an underflowed weight gives a large finite loss, not ``inf``.
+    Shapes: ``alpha``, ``target (B, S_1, S_2)``, each map summing to 1 -> scalar.
     """
     _check_tensor(alpha, 3, "caa_loss", "alpha", "(B, S_1, S_2)")
     _check_tensor(target, 3, "caa_loss", "target", "(B, S_1, S_2)")
     if alpha.shape != target.shape:
         raise ValueError(f"caa_loss: alpha {tuple(alpha.shape)} and target {tuple(target.shape)} must match")
     g = target.detach().flatten(1)  # (B, N)
-    return (g * ((g + eps).log() - (alpha.flatten(1) + eps).log())).sum(1).mean()
+    log_alpha = alpha.flatten(1).clamp_min(torch.finfo(alpha.dtype).tiny).log()  # (B, N)
+    return (torch.xlogy(g, g) - g * log_alpha).sum(1).mean()
 
 
 class ControlAidedAttentionPolicy(nn.Module):
@@ -464,9 +467,11 @@ def codebook_attention(
     if bias is not None and tuple(bias.shape) != (keys.shape[0],):
         raise ValueError(f"{where}: bias must have shape (K,) = ({keys.shape[0]},), got {tuple(bias.shape)}")
     q = query.unsqueeze(-2)  # (..., 1, D): one query per example
-    mask = None if bias is None else bias.to(query.dtype)  # (K,) broadcasts to (..., 1, K)
+    k = keys.expand(*query.shape[:-1], *keys.shape)  # (..., K, D): shared by every example, not copied
+    v = codebook.expand(*query.shape[:-1], *codebook.shape)  # (..., K, d_c)
+    mask = None if bias is None else bias.to(query.dtype)[None]  # (1, K) broadcasts to (..., 1, K)
     result = scaled_dot_product_attention(
-        q, keys, codebook, mask, scale=1.0, dropout_p=dropout_p, need_weights=need_weights, backend="manual"
+        q, k, v, mask, scale=1.0, dropout_p=dropout_p, need_weights=need_weights, backend="manual"
     )
     if need_weights:
         out, weights = result
