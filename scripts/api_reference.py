@@ -67,6 +67,7 @@ PAGES = [
             "conditioning",
             "readout",
             "series",
+            "video",
         ],
     ),
     (
@@ -89,6 +90,7 @@ PAGES = [
             "conditional_shapes",
             "speech",
             "series",
+            "video",
             "registry",
         ],
     ),

@@ -30,6 +30,8 @@
   projector, CVLNM's module controller, ViTGaze's interaction features, OAT's object pointer (ch. 19)
 * :mod:`~attnbook.attention.series` -- time series and markets: the wavelet split, Stockformer's attentions, VSFormer's
   value and shape tokens with prior-enhanced attention (ch. 20)
+* :mod:`~attnbook.attention.video` -- video, control and embodied agents: temporal self-attention over frame maps,
+  control-aided attention, task-conditioned codebook attention (ch. 22)
 """
 
 from attnbook.attention import (
@@ -55,6 +57,7 @@ from attnbook.attention import (
     routing,
     series,
     tiled,
+    video,
     windows,
 )
 from attnbook.attention.additive import *  # noqa: F403
@@ -80,6 +83,7 @@ from attnbook.attention.rollout import *  # noqa: F403
 from attnbook.attention.routing import *  # noqa: F403
 from attnbook.attention.series import *  # noqa: F403
 from attnbook.attention.tiled import *  # noqa: F403
+from attnbook.attention.video import *  # noqa: F403
 from attnbook.attention.windows import *  # noqa: F403
 
 __all__ = [
@@ -108,4 +112,5 @@ __all__ = [
     *conditioning.__all__,
     *readout.__all__,
     *series.__all__,
+    *video.__all__,
 ]

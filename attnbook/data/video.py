@@ -195,7 +195,8 @@ def steering_scenes(
 
     A 2 x 2 target of brightness 1 sits at a uniform random position; ``num_distractors`` 2 x 2 blobs of
     brightness 0.6 sit elsewhere, and Gaussian noise of standard deviation ``noise`` covers the scene. The steering
-    is ``(column + 0.5 - (size - 2) / 2) / ((size - 2) / 2)``, the target's horizontal offset scaled to [-1, 1].
+    is ``(column - (size - 2) / 2) / ((size - 2) / 2)``: the offset of the target's centre (``column + 1``) from
+    the scene's centre (``size / 2``), scaled to [-1, 1].
     """
     where = "steering_scenes"
     _positive_int("num_scenes", num_scenes, where)
@@ -213,7 +214,7 @@ def steering_scenes(
             scenes[n, 0, d_row : d_row + 2, d_col : d_col + 2] = 0.6
         scenes[n, 0, row : row + 2, col : col + 2] = 1.0  # drawn last: the target is never hidden
         relevant[n, row : row + 2, col : col + 2] = True
-    steering = (target[:, 1].float() + 0.5 - high / 2) / (high / 2)
+    steering = (target[:, 1].float() - high / 2) / (high / 2)
     return SteeringScenes(scenes, steering, target, relevant)
 
 
@@ -232,8 +233,8 @@ def two_task_scenes(num_scenes: int, size: int = 12, noise: float = 0.1, seed: i
     """Seeded scenes of a red and a blue 2 x 2 object and a task bit that names one of them (module docstring).
 
     Both objects sit at uniform random positions (their own channel each) under Gaussian noise of standard
-    deviation ``noise``; the answer is the named object's centre, ``(corner + 0.5 - (size - 2) / 2) / ((size -
-    2) / 2)`` per axis, in [-1, 1].
+    deviation ``noise``; the answer is the named object's centre relative to the scene's, ``(corner - (size - 2)
+    / 2) / ((size - 2) / 2)`` per axis, in [-1, 1].
     """
     where = "two_task_scenes"
     _positive_int("num_scenes", num_scenes, where)
@@ -247,6 +248,6 @@ def two_task_scenes(num_scenes: int, size: int = 12, noise: float = 0.1, seed: i
             row, col = corners[n, obj].tolist()
             scenes[n, obj, row : row + 2, col : col + 2] += 1.0
     task = torch.randint(0, 2, (num_scenes,), generator=gen)
-    centres = (corners.float() + 0.5 - high / 2) / (high / 2)
+    centres = (corners.float() - high / 2) / (high / 2)
     answer = centres[torch.arange(num_scenes), task]
     return TwoTaskScenes(scenes, task, answer, centres)
