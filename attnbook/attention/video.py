@@ -3,7 +3,7 @@
 Three papers, three places where attention decides what a model looks at.
 
 **Temporal self-attention over frame maps** (CT-D2GAN: *Convolutional Transformer based Dual Discriminator
-Generative Adversarial Networks for Video Anomaly Detection*, Feng et al., 2021, :cite:`feng2021ctd2gan`). Each
+Generative Adversarial Networks for Video Anomaly Detection*, Feng et al., 2021, :cite:`feng2021convolutional`). Each
 frame ``t`` of a clip has a feature map ``F_t (C, S_1, S_2)``. Head ``h`` convolves it, ``M_t = conv_h(F_t)``,
 average-pools ``M_t`` over space and appends a positional encoding of ``t``; a query and a key are linear maps of
 that vector. The frame's output is a softmax-weighted sum of the other frames' *spatial maps*:
@@ -18,7 +18,7 @@ a reconstruction (chapter 22 says which parts). :class:`ConvTransformerPredictor
 convolutional encoder and decoder to predict the next frame; the prediction error is the anomaly score.
 
 **Control-aided attention** (*End-to-End Visual Autonomous Parking via Control-Aided Attention*, Chen et al.,
-2025, :cite:`chen2025caapolicy`). A spatial attention map ``alpha (S_1 S_2,)`` over a feature map pools the
+2025, :cite:`chen2025endtoend`). A spatial attention map ``alpha (S_1 S_2,)`` over a feature map pools the
 features for a policy head; the attention is trained not by the imitation loss but towards a Grad-CAM-style
 map computed from the gradient of the *control output* ``u``:
 
