@@ -45,7 +45,18 @@ def temporal() -> None:
     text(ax, 3.1, 0.45, "maps $M_t$ (values)", ha="center", size=9, color="value")
     text(ax, 5.55, 0.45, "frame vectors $u_t$", ha="center", size=9, color="output")
     # scores and softmax over time
-    tensor(ax, 7.35, 2.15, 1, T, "weight", cell=0.3, values=[weights / weights.max()], label="softmax$_t$", shape="$a_{4t}$")
+    tensor(
+        ax,
+        7.35,
+        2.15,
+        1,
+        T,
+        "weight",
+        cell=0.3,
+        values=[weights / weights.max()],
+        label="softmax$_t$",
+        shape="$a_{4t}$",
+    )
     arrow(ax, (6.05, 3.4 - 0.85 * (T - 1)), (6.7, 2.05), color="query")
     for t in range(T - 1):
         arrow(ax, (6.05, 3.4 - 0.85 * t), (6.7, 2.25), color="key")
