@@ -82,8 +82,8 @@ def moving_shapes_video(
     anomalous video (``anomaly_fraction`` of them, chosen at random) has an event frame ``a`` drawn uniformly from
     ``first_event`` to ``num_frames - 2`` and one kind, cycling through :data:`ANOMALY_KINDS`:
 
-    * ``"jump"``: square 0 is moved to a uniform random position at least ``size // 3`` pixels (in either axis)
-      away, and continues with its velocity;
+    * ``"jump"``: square 0 is moved to a uniform random position at least ``size // 3`` pixels away along one
+      axis or both, and continues with its velocity;
     * ``"stop"``: square 0 keeps the position of frame ``a - 1`` from frame ``a`` on;
     * ``"reverse"``: square 0 goes back to where it was at frame ``a - 2`` and moves with the opposite velocity;
     * ``"appear"``: a new, still square appears at frame ``a`` at a uniform random position, and stays.
