@@ -68,6 +68,7 @@ PAGES = [
             "readout",
             "series",
             "recommendation",
+            "video",
         ],
     ),
     (
@@ -91,6 +92,7 @@ PAGES = [
             "speech",
             "series",
             "sessions",
+            "video",
             "registry",
         ],
     ),

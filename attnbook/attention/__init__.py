@@ -32,6 +32,8 @@
   value and shape tokens with prior-enhanced attention (ch. 20)
 * :mod:`~attnbook.attention.recommendation` -- recommendation and tagging: MQSA's L-query and multi-query
   self-attention with transition distillation, CRENER's direction-aware encoder and character-relation grid (ch. 21)
+* :mod:`~attnbook.attention.video` -- video, control and embodied agents: temporal self-attention over frame maps,
+  control-aided attention, task-conditioned codebook attention (ch. 22)
 """
 
 from attnbook.attention import (
@@ -58,6 +60,7 @@ from attnbook.attention import (
     routing,
     series,
     tiled,
+    video,
     windows,
 )
 from attnbook.attention.additive import *  # noqa: F403
@@ -84,6 +87,7 @@ from attnbook.attention.rollout import *  # noqa: F403
 from attnbook.attention.routing import *  # noqa: F403
 from attnbook.attention.series import *  # noqa: F403
 from attnbook.attention.tiled import *  # noqa: F403
+from attnbook.attention.video import *  # noqa: F403
 from attnbook.attention.windows import *  # noqa: F403
 
 __all__ = [
@@ -113,4 +117,5 @@ __all__ = [
     *readout.__all__,
     *series.__all__,
     *recommendation.__all__,
+    *video.__all__,
 ]

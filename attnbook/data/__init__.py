@@ -15,6 +15,7 @@
   with scanpaths (ch. 19)
 * :mod:`~attnbook.data.series` -- series with shape and value cues; a market of correlated stocks (ch. 20)
 * :mod:`~attnbook.data.sessions` -- sessions for next-item prediction; characters with entity relations (ch. 21)
+* :mod:`~attnbook.data.video` -- moving-square videos with injected anomalies, steering scenes, two-task scenes (ch. 22)
 * :mod:`~attnbook.data.registry` -- the registry of every dataset the book uses (source, licence, size, SHA-256,
   chapters; ``data/registry.yaml``, shipped with the package), the cache folder (:func:`get_cache_dir`) and the
   downloader (pinned size and SHA-256, atomic writes, a clear error offline)
@@ -34,6 +35,7 @@ from attnbook.data import (
     shapes,
     speech,
     text,
+    video,
 )
 from attnbook.data.conditional_shapes import *  # noqa: F403
 from attnbook.data.images import *  # noqa: F403
@@ -48,6 +50,7 @@ from attnbook.data.sessions import *  # noqa: F403
 from attnbook.data.shapes import *  # noqa: F403
 from attnbook.data.speech import *  # noqa: F403
 from attnbook.data.text import *  # noqa: F403
+from attnbook.data.video import *  # noqa: F403
 
 __all__ = list(
     dict.fromkeys(
@@ -64,6 +67,7 @@ __all__ = list(
             *speech.__all__,
             *series.__all__,
             *sessions.__all__,
+            *video.__all__,
             *registry.__all__,
         ]
     )
