@@ -73,7 +73,7 @@ ZOO: dict[str, tuple[Mechanism, str]] = {
         lambda q, k, v: blocked_attention(q, k, v, WINDOW, look_backward=1, look_forward=1),
         f"blocks of {WINDOW} that also see the neighbouring block on each side, ch. 08",
     ),
-    "axial": (axial_attention_2d, "axial: the mean of row and column attention on a 6 x 6 or 12 x 12 grid, ch. 09"),
+    "axial": (axial_attention_2d, "axial: the mean of row and column attention on a sqrt(T) x sqrt(T) grid, ch. 09"),
     "combiner": (
         combiner_attention,
         "Combiner: own segment of about sqrt(T) in full, max-pooled summaries of the rest, ch. 09",

@@ -75,7 +75,7 @@ def test_toc_ends_with_the_appendices_and_the_api_reference():
     top = [entry.get("title", entry.get("file")) for entry in _toc()]
     assert top[0] == "index.md" and top[-2:] == ["Appendices", "API reference"], top
     appendices = _section("Appendices")
-    names = ("notation", "glossary", "training", "syllabus")
+    names = ("notation", "glossary", "training", "syllabus", "long-attention-zoo")
     assert appendices == [f"appendix/{name}.md" for name in names], appendices
     for name in appendices:
         text = (ROOT / name).read_text()
