@@ -6,12 +6,15 @@ groups and the same warm-up + cosine schedule are identical in both; the only di
 The engine runs as the CLI builds it (``trainer_kwargs``: CSV logger, throughput monitor, learning-rate monitor,
 finite-loss guard, atomic checkpoint writer) with what costs time per step switched off or thinned: no progress
 bar, a log row every 50 steps, no sanity validation, no validation and no checkpoint inside the timed window.
-A third loop, ``minimal``, is the hand loop training the minimal GPT of ``benchmarks/step_time.py`` (fused
-q/k/v, SDPA, exact GELU, no checks; same parameter count) on the same batches: the engine's step against the
-leanest model. Throughput is measured after ``--warmup`` steps, both per wall-clock second and per CPU second of the
-process (the second is steadier when other jobs share the machine; with two threads it also counts time
-the threads spend waiting for each other). Both loops compute the same arithmetic, so their final
-weights and losses should agree; the script prints the largest weight difference as a check.
+Two more loops train the minimal GPT of ``benchmarks/step_time.py`` (fused q/k/v, SDPA, exact GELU, no checks;
+same parameter count) by hand on the same batches: ``minimal`` with AdamW as the leanest public GPT configures it
+(nanoGPT: the fused kernel on CUDA only, so PyTorch's for-loop AdamW on a CPU), and ``min-fused`` with the same
+fused AdamW the engine uses (:func:`attnbook.train.modules.fused_adamw_available`): the engine's step against the
+leanest peer as it ships, and against the leanest model with the same optimizer. Throughput is measured after
+``--warmup`` steps, both per wall-clock second and per CPU second of the process (the second is steadier when
+other jobs share the machine; with two threads it also counts time the threads spend waiting for each other).
+The engine and the ``hand`` loop compute the same arithmetic, so their final weights and losses should agree;
+the script prints the largest weight difference as a check.
 
     PYTHONPATH=. .venv/bin/python benchmarks/train_overhead.py --steps 150 --repeats 1  # a quick look
     PYTHONPATH=. .venv/bin/python benchmarks/train_overhead.py --steps 2000             # the README numbers
@@ -31,6 +34,7 @@ import lightning.pytorch as pl
 import torch
 
 from attnbook.train import CharDataModule, EngineOptions, GPTModule, trainer_kwargs
+from attnbook.train.modules import fused_adamw_available
 from attnbook.train.schedule import warmup_cosine_scheduler
 
 
@@ -99,7 +103,7 @@ def run_engine(
     return _rates((steps - warmup) * 12 * 64, clock.start, clock.end), clock.losses, module
 
 
-def run_minimal(module: GPTModule, data: CharDataModule, steps: int, warmup: int):
+def run_minimal(module: GPTModule, data: CharDataModule, steps: int, warmup: int, fused: bool = False):
     """The hand loop with the minimal GPT of ``benchmarks/step_time.py`` (same shape and parameter count)."""
     from step_time import MinimalGPT  # benchmarks/ is the script's folder, first on sys.path
 
@@ -108,17 +112,25 @@ def run_minimal(module: GPTModule, data: CharDataModule, steps: int, warmup: int
     minimal = MinimalGPT(c.vocab_size, c.block_size, c.n_layer, c.n_head, c.n_embd)
     assert sum(p.numel() for p in minimal.parameters()) == module.gpt.num_parameters()
     module.net = minimal  # run_hand trains module.net
-    return run_hand(module, data, steps, warmup)
+    return run_hand(module, data, steps, warmup, fused=fused)
 
 
-def run_hand(module: GPTModule, data: CharDataModule, steps: int, warmup: int):
+def run_minimal_fused(module: GPTModule, data: CharDataModule, steps: int, warmup: int):
+    return run_minimal(module, data, steps, warmup, fused=fused_adamw_available("cpu"))
+
+
+def run_hand(module: GPTModule, data: CharDataModule, steps: int, warmup: int, fused: bool | None = None):
+    """The engine's recipe by hand; ``fused=None``: the engine's AdamW kernel (fused where available)."""
     torch.manual_seed(0)  # what the engine's per-epoch reseeding does at epoch 0 (no dropout here anyway)
     net = module.net
     net.train()
     decay = [p for p in module.parameters() if p.ndim >= 2]
     no_decay = [p for p in module.parameters() if p.ndim < 2]
     optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}], lr=1e-3, betas=(0.9, 0.95)
+        [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=1e-3,
+        betas=(0.9, 0.95),
+        fused=fused_adamw_available("cpu") if fused is None else fused,
     )
     scheduler = warmup_cosine_scheduler(optimizer, 100, steps, 0.1)
     loader = data.train_dataloader()
@@ -156,16 +168,17 @@ def main() -> None:
     rows = []
     for threads in args.threads:
         torch.set_num_threads(threads)
-        results: dict[str, list[tuple[float, float]]] = {"hand": [], "engine": [], "minimal": []}
+        loops = (("hand", run_hand), ("engine", run_engine), ("minimal", run_minimal), ("min-fused", run_minimal_fused))
+        results: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in loops}
         finals = {}
         for repeat in range(args.repeats):
-            for name, runner in (("hand", run_hand), ("engine", run_engine), ("minimal", run_minimal)):
+            for name, runner in loops:
                 module, data = make_parts(args.steps, seed=0)
                 (tps, tpcpu), losses, trained = runner(module, data, args.steps, args.warmup)
                 results[name].append((tps, tpcpu))
                 finals[name] = (statistics.fmean(losses[-50:]), val_loss(trained, data), copy.deepcopy(trained.net))
                 print(
-                    f"threads={threads} loop={name:6s} repeat={repeat} tokens/s={tps:8.0f} "
+                    f"threads={threads} loop={name:9s} repeat={repeat} tokens/s={tps:8.0f} "
                     f"tokens/CPU-s={tpcpu:8.0f} "
                     f"train loss (mean of last 50 steps)={finals[name][0]:.4f} val loss={finals[name][1]:.4f}",
                     flush=True,
@@ -178,13 +191,14 @@ def main() -> None:
             (a - b).abs().max().item()
             for a, b in zip(finals["hand"][2].parameters(), finals["engine"][2].parameters(), strict=True)
         )
-        minimal = statistics.median(r[0] for r in results["minimal"])
-        minimal_cpu = statistics.median(r[1] for r in results["minimal"])
-        print(
-            f"threads={threads}: engine step / minimal GPT's hand-loop step = {minimal / engine:.3f} (wall), "
-            f"{minimal_cpu / engine_cpu:.3f} (CPU); book GPT's hand-loop step / minimal's = {minimal / hand:.3f} "
-            f"(wall), {minimal_cpu / hand_cpu:.3f} (CPU)"
-        )
+        for peer in ("minimal", "min-fused"):
+            minimal = statistics.median(r[0] for r in results[peer])
+            minimal_cpu = statistics.median(r[1] for r in results[peer])
+            print(
+                f"threads={threads}: engine step / {peer} GPT's hand-loop step = {minimal / engine:.3f} (wall), "
+                f"{minimal_cpu / engine_cpu:.3f} (CPU); book GPT's hand-loop step / {peer}'s = "
+                f"{minimal / hand:.3f} (wall), {minimal_cpu / hand_cpu:.3f} (CPU)"
+            )
         overhead = 100.0 * (hand - engine) / hand
         overhead_cpu = 100.0 * (hand_cpu - engine_cpu) / hand_cpu
         rows.append((threads, hand, engine, overhead, hand_cpu, engine_cpu, overhead_cpu, *finals["engine"][:2], diff))

@@ -196,3 +196,29 @@ def test_progress_bar_shows_tokens_per_second_and_ms_per_step(tmp_path: Path, mo
     from attnbook.train.curves import read_metrics
 
     assert read_metrics(tmp_path / "run")["perf/ms_per_step"][0][1] > 0  # and once per epoch in metrics.csv
+
+
+def test_adamw_takes_the_fused_kernel_on_the_cpu_where_pytorch_has_one() -> None:
+    from attnbook.train import GPTModule
+    from attnbook.train.modules import fused_adamw_available
+
+    module = GPTModule(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=32, lr_decay_steps=10)
+    optimizer = module.configure_optimizers()["optimizer"]
+    major, minor = (int(p) for p in torch.__version__.split("+")[0].split(".")[:2])
+    assert fused_adamw_available("cpu") is ((major, minor) >= (2, 4))
+    assert fused_adamw_available("cuda") and not fused_adamw_available("meta")
+    assert optimizer.defaults["fused"] is fused_adamw_available("cpu")
+    # the fused kernel computes AdamW: one step of each on the same weights and gradients agrees closely
+    params = [torch.randn(8, 4, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    grads = [torch.randn_like(p) for p in params]
+    updated = []
+    for fused in (False, fused_adamw_available("cpu")):
+        copies = [p.clone().requires_grad_() for p in params]
+        for c, g in zip(copies, grads, strict=True):
+            c.grad = g.clone()
+        opt = torch.optim.AdamW(copies, lr=1e-2, weight_decay=0.1, fused=fused)
+        for _ in range(3):
+            opt.step()
+        updated.append([c.detach() for c in copies])
+    for a, b in zip(*updated, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
