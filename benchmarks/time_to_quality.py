@@ -123,25 +123,33 @@ def run(corpus: str, target: float, seed: int, val_batches: int, extra: list[str
     return watch.reached
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def corpus_and_target(parser: argparse.ArgumentParser, seeds: int) -> argparse.Namespace:
+    """Add ``--corpus``, ``--target`` and ``--seeds`` to ``parser``, parse, and resolve the corpus and its target.
+
+    Returns the parsed arguments with ``corpus`` (CharDataModule's argument), ``label`` and ``target`` set; one
+    thread for PyTorch unless ``--threads`` says otherwise, and Lightning's info lines silenced.
+    """
     parser.add_argument("--corpus", required=True, help="path to Tiny Shakespeare's input.txt, or 'stdlib'")
     parser.add_argument("--target", type=float, default=None, help="validation loss to reach (nats per character)")
-    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--seeds", type=int, default=seeds)
+    args = parser.parse_args()
+    torch.set_num_threads(getattr(args, "threads", 1))
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    args.corpus, args.label = check_corpus(args.corpus)
+    if args.target is None:
+        args.target = DEFAULT_TARGET["stdlib" if args.corpus == "stdlib" else "tiny_shakespeare"]
+    return args
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--val-batches", type=int, default=40, help="validation batches of 12 windows")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
         "overrides", nargs="*", help="more `attnbook fit` overrides, after --, e.g. -- --trainer.max_epochs 10"
     )
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    corpus, label = check_corpus(args.corpus)
-    target = (
-        args.target
-        if args.target is not None
-        else DEFAULT_TARGET["stdlib" if corpus == "stdlib" else "tiny_shakespeare"]
-    )
+    args = corpus_and_target(parser, seeds=1)
+    corpus, label, target = args.corpus, args.label, args.target
     print(f"corpus: {label}; target validation loss {target}; gpt-quick recipe, {args.threads} thread(s)")
     rows = []
     for seed in range(args.seeds):

@@ -17,12 +17,10 @@ the preset is edited by hand from its output (the README's benchmarks section re
 from __future__ import annotations
 
 import argparse
-import logging
 import math
 import statistics
 
-import torch
-from time_to_quality import DEFAULT_TARGET, check_corpus, run  # benchmarks/ is the script's folder
+from time_to_quality import corpus_and_target, run  # benchmarks/ is the script's folder
 
 #: The knobs, in the order the search visits them, and the values it tries. ``shape`` is (layers, width, heads).
 GRID: dict[str, list] = {
@@ -59,22 +57,12 @@ def describe(recipe: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--corpus", required=True, help="path to Tiny Shakespeare's input.txt, or 'stdlib'")
-    parser.add_argument("--target", type=float, default=None, help="validation loss to reach (nats per character)")
-    parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--val-every", type=int, default=50, help="steps between validation passes")
     parser.add_argument(
         "--val-windows", type=int, default=480, help="validation windows (the same set for every batch size)"
     )
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    corpus, label = check_corpus(args.corpus)
-    target = (
-        args.target
-        if args.target is not None
-        else DEFAULT_TARGET["stdlib" if corpus == "stdlib" else "tiny_shakespeare"]
-    )
+    args = corpus_and_target(parser, seeds=2)
+    corpus, label, target = args.corpus, args.label, args.target
     print(f"corpus: {label}; target validation loss {target}; {args.seeds} seeds; one thread", flush=True)
 
     results: dict[str, tuple[float, list[dict]]] = {}
