@@ -165,7 +165,7 @@ def head_gate_gradients(model: nn.Module, loss_fn: Callable[[], Tensor], batch_s
     ``loss_fn()`` runs the model on a batch of ``batch_size`` examples and returns their losses ``(B,)``. Entry
     ``[b, l, h]`` is ``d loss_b / d g_lh = sum_(t, s) A_lh ⊙ d loss_b / d A_lh`` (module docstring): the Taylor head
     score of example ``b``. Its mean over examples estimates minus the loss change when the head is removed;
-    ``.abs().mean(0)`` is the importance score of Michel et al. (2019) and :cite:`li2023how`.
+    ``.abs().mean(0)`` is the importance score of :cite:`michel2019sixteen`, as used by :cite:`li2023how`.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
         raise ValueError(f"head_gate_gradients: batch_size must be a positive int, got {batch_size!r}")
