@@ -69,6 +69,7 @@ PAGES = [
             "series",
             "recommendation",
             "video",
+            "interpret",
         ],
     ),
     (

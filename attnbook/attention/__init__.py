@@ -34,6 +34,8 @@
   self-attention with transition distillation, CRENER's direction-aware encoder and character-relation grid (ch. 21)
 * :mod:`~attnbook.attention.video` -- video, control and embodied agents: temporal self-attention over frame maps,
   control-aided attention, task-conditioned codebook attention (ch. 22)
+* :mod:`~attnbook.attention.interpret` -- reading attention maps: head importance by pruning and by the gate
+  (Taylor) gradient, attention against distance, gradient saliency to compare attention with (ch. 25)
 """
 
 from attnbook.attention import (
@@ -48,6 +50,7 @@ from attnbook.attention import (
     functional,
     grouped,
     histogram,
+    interpret,
     kernel,
     local,
     masks,
@@ -74,6 +77,7 @@ from attnbook.attention.factorised import *  # noqa: F403
 from attnbook.attention.functional import *  # noqa: F403
 from attnbook.attention.grouped import *  # noqa: F403
 from attnbook.attention.histogram import *  # noqa: F403
+from attnbook.attention.interpret import *  # noqa: F403
 from attnbook.attention.kernel import *  # noqa: F403
 from attnbook.attention.local import *  # noqa: F403
 from attnbook.attention.masks import *  # noqa: F403
@@ -118,4 +122,5 @@ __all__ = [
     *series.__all__,
     *recommendation.__all__,
     *video.__all__,
+    *interpret.__all__,
 ]
