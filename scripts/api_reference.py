@@ -69,6 +69,7 @@ PAGES = [
             "series",
             "recommendation",
             "video",
+            "dynamics",
         ],
     ),
     (
@@ -93,6 +94,7 @@ PAGES = [
             "series",
             "sessions",
             "video",
+            "next_token",
             "registry",
         ],
     ),

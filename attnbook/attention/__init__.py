@@ -34,6 +34,8 @@
   self-attention with transition distillation, CRENER's direction-aware encoder and character-relation grid (ch. 21)
 * :mod:`~attnbook.attention.video` -- video, control and embodied agents: temporal self-attention over frame maps,
   control-aided attention, task-conditioned codebook attention (ch. 22)
+* :mod:`~attnbook.attention.dynamics` -- how attention learns: Scan and Snap's one-layer model with a pairwise logit
+  matrix, its closed-form gradients, the population attention and two-rate gradient descent (ch. 23)
 """
 
 from attnbook.attention import (
@@ -44,6 +46,7 @@ from attnbook.attention import (
     convolutional,
     core,
     deformable,
+    dynamics,
     factorised,
     functional,
     grouped,
@@ -70,6 +73,7 @@ from attnbook.attention.conditioning import *  # noqa: F403
 from attnbook.attention.convolutional import *  # noqa: F403
 from attnbook.attention.core import *  # noqa: F403
 from attnbook.attention.deformable import *  # noqa: F403
+from attnbook.attention.dynamics import *  # noqa: F403
 from attnbook.attention.factorised import *  # noqa: F403
 from attnbook.attention.functional import *  # noqa: F403
 from attnbook.attention.grouped import *  # noqa: F403
@@ -118,4 +122,5 @@ __all__ = [
     *series.__all__,
     *recommendation.__all__,
     *video.__all__,
+    *dynamics.__all__,
 ]

@@ -167,8 +167,10 @@ def count_attention(z: Tensor, query: Tensor, counts: Tensor) -> Tensor:
     the layer costs ``O(M)`` per sequence, not ``O(T)``. With one-hot embeddings ``a`` *is* ``f``.
     ``z (M, M)``, ``query (N,)``, ``counts (N, M)``; returns ``a (N, M)``, rows summing to one."""
     if counts.ndim != 2 or counts.shape != (len(query), z.shape[0]) or (counts < 0).any():
-        raise ValueError(f"count_attention: counts must be non-negative (N, M) = ({len(query)}, {z.shape[0]}), "
-                         f"got {tuple(counts.shape)}")
+        raise ValueError(
+            f"count_attention: counts must be non-negative (N, M) = ({len(query)}, {z.shape[0]}), "
+            f"got {tuple(counts.shape)}"
+        )
     if (counts.sum(-1) <= 0).any():
         raise ValueError("count_attention: every context needs at least one token (a row of counts sums to 0)")
     return (z[query] + counts.log()).softmax(-1)  # log 0 = -inf: absent tokens get no weight

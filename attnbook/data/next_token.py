@@ -98,7 +98,9 @@ class NextTokenSequences(NamedTuple):
     fact: Tensor
 
 
-def scan_snap_sequences(facts: NextTokenFacts, num_sequences: int, context_length: int, seed: int = 0) -> NextTokenSequences:
+def scan_snap_sequences(
+    facts: NextTokenFacts, num_sequences: int, context_length: int, seed: int = 0
+) -> NextTokenSequences:
     """Draw ``num_sequences`` sequences: a fact uniformly at random, then ``context_length`` context tokens
     independently from its distribution ``P(l | m, n)``; the query is the fact's query token and the target its next
     token. Deterministic given ``seed``."""
