@@ -70,6 +70,7 @@ PAGES = [
             "recommendation",
             "video",
             "interpret",
+            "dynamics",
         ],
     ),
     (
@@ -94,6 +95,7 @@ PAGES = [
             "series",
             "sessions",
             "video",
+            "next_token",
             "registry",
         ],
     ),

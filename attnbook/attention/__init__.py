@@ -36,6 +36,8 @@
   control-aided attention, task-conditioned codebook attention (ch. 22)
 * :mod:`~attnbook.attention.interpret` -- reading attention maps: head importance by pruning and by the gate
   (Taylor) gradient, attention against distance, gradient saliency to compare attention with (ch. 25)
+* :mod:`~attnbook.attention.dynamics` -- how attention learns: Scan and Snap's one-layer model with a pairwise logit
+  matrix, its closed-form gradients, the population attention and two-rate gradient descent (ch. 23)
 """
 
 from attnbook.attention import (
@@ -46,6 +48,7 @@ from attnbook.attention import (
     convolutional,
     core,
     deformable,
+    dynamics,
     factorised,
     functional,
     grouped,
@@ -73,6 +76,7 @@ from attnbook.attention.conditioning import *  # noqa: F403
 from attnbook.attention.convolutional import *  # noqa: F403
 from attnbook.attention.core import *  # noqa: F403
 from attnbook.attention.deformable import *  # noqa: F403
+from attnbook.attention.dynamics import *  # noqa: F403
 from attnbook.attention.factorised import *  # noqa: F403
 from attnbook.attention.functional import *  # noqa: F403
 from attnbook.attention.grouped import *  # noqa: F403
@@ -123,4 +127,5 @@ __all__ = [
     *recommendation.__all__,
     *video.__all__,
     *interpret.__all__,
+    *dynamics.__all__,
 ]

@@ -16,6 +16,8 @@
 * :mod:`~attnbook.data.series` -- series with shape and value cues; a market of correlated stocks (ch. 20)
 * :mod:`~attnbook.data.sessions` -- sessions for next-item prediction; characters with entity relations (ch. 21)
 * :mod:`~attnbook.data.video` -- moving-square videos with injected anomalies, steering scenes, two-task scenes (ch. 22)
+* :mod:`~attnbook.data.next_token` -- Scan and Snap's synthetic next-token facts: common and distinct context
+  tokens (ch. 23)
 * :mod:`~attnbook.data.registry` -- the registry of every dataset the book uses (source, licence, size, SHA-256,
   chapters; ``data/registry.yaml``, shipped with the package), the cache folder (:func:`get_cache_dir`) and the
   downloader (pinned size and SHA-256, atomic writes, a clear error offline)
@@ -24,6 +26,7 @@
 from attnbook.data import (
     conditional_shapes,
     images,
+    next_token,
     pointer,
     positions,
     recall,
@@ -39,6 +42,7 @@ from attnbook.data import (
 )
 from attnbook.data.conditional_shapes import *  # noqa: F403
 from attnbook.data.images import *  # noqa: F403
+from attnbook.data.next_token import *  # noqa: F403
 from attnbook.data.pointer import *  # noqa: F403
 from attnbook.data.positions import *  # noqa: F403
 from attnbook.data.recall import *  # noqa: F403
@@ -68,6 +72,7 @@ __all__ = list(
             *series.__all__,
             *sessions.__all__,
             *video.__all__,
+            *next_token.__all__,
             *registry.__all__,
         ]
     )
