@@ -15,13 +15,13 @@ from attnbook.attention.variants import (
     LearnedMixingScores,
     PositiveSimilarityScores,
     SumNormalizer,
-    VariantGPT,
     VariantSelfAttention,
     fixed_mixing_attention,
     positive_feature_map,
     similarity_attention,
 )
 from attnbook.models.gpt import GPT, GPTConfig
+from attnbook.models.variant_gpt import VariantGPT
 
 F64 = torch.float64
 TOL = dict(rtol=0, atol=1e-12)

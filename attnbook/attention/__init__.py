@@ -34,6 +34,8 @@
   self-attention with transition distillation, CRENER's direction-aware encoder and character-relation grid (ch. 21)
 * :mod:`~attnbook.attention.video` -- video, control and embodied agents: temporal self-attention over frame maps,
   control-aided attention, task-conditioned codebook attention (ch. 22)
+* :mod:`~attnbook.attention.variants` -- deconstructed attention: no mixing, fixed sequence-independent mixing, a
+  normalised positive similarity, queries and keys decoupled from the hidden states (ch. 24)
 """
 
 from attnbook.attention import (
@@ -60,6 +62,7 @@ from attnbook.attention import (
     routing,
     series,
     tiled,
+    variants,
     video,
     windows,
 )
@@ -87,6 +90,7 @@ from attnbook.attention.rollout import *  # noqa: F403
 from attnbook.attention.routing import *  # noqa: F403
 from attnbook.attention.series import *  # noqa: F403
 from attnbook.attention.tiled import *  # noqa: F403
+from attnbook.attention.variants import *  # noqa: F403
 from attnbook.attention.video import *  # noqa: F403
 from attnbook.attention.windows import *  # noqa: F403
 
@@ -118,4 +122,5 @@ __all__ = [
     *series.__all__,
     *recommendation.__all__,
     *video.__all__,
+    *variants.__all__,
 ]
