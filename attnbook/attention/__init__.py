@@ -38,6 +38,8 @@
   (Taylor) gradient, attention against distance, gradient saliency to compare attention with (ch. 25)
 * :mod:`~attnbook.attention.dynamics` -- how attention learns: Scan and Snap's one-layer model with a pairwise logit
   matrix, its closed-form gradients, the population attention and two-rate gradient descent (ch. 23)
+* :mod:`~attnbook.attention.variants` -- deconstructed attention: no mixing, fixed sequence-independent mixing, a
+  normalised positive similarity, queries and keys decoupled from the hidden states (ch. 24)
 """
 
 from attnbook.attention import (
@@ -66,6 +68,7 @@ from attnbook.attention import (
     routing,
     series,
     tiled,
+    variants,
     video,
     windows,
 )
@@ -95,6 +98,7 @@ from attnbook.attention.rollout import *  # noqa: F403
 from attnbook.attention.routing import *  # noqa: F403
 from attnbook.attention.series import *  # noqa: F403
 from attnbook.attention.tiled import *  # noqa: F403
+from attnbook.attention.variants import *  # noqa: F403
 from attnbook.attention.video import *  # noqa: F403
 from attnbook.attention.windows import *  # noqa: F403
 
@@ -128,4 +132,5 @@ __all__ = [
     *video.__all__,
     *interpret.__all__,
     *dynamics.__all__,
+    *variants.__all__,
 ]

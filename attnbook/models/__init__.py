@@ -9,9 +9,21 @@
 * :mod:`~attnbook.models.convit` -- ConViT: gated positional self-attention blocks before the class token (ch. 14)
 * :mod:`~attnbook.models.detr` -- a small DETR: object queries, Hungarian matching, the set loss (ch. 16)
 * :mod:`~attnbook.models.masked` -- masked image modelling: MAE, CAE, MemMC-MAE, LUT, Mask & Match (ch. 17)
+* :mod:`~attnbook.models.variant_gpt` -- the character GPT with one deconstructed kind of attention per layer (ch. 24)
 """
 
-from attnbook.models import block_transformer, convit, detr, gpt, hierarchical, masked, pointer, transformer, vit
+from attnbook.models import (
+    block_transformer,
+    convit,
+    detr,
+    gpt,
+    hierarchical,
+    masked,
+    pointer,
+    transformer,
+    variant_gpt,
+    vit,
+)
 from attnbook.models.block_transformer import *  # noqa: F403
 from attnbook.models.convit import *  # noqa: F403
 from attnbook.models.detr import *  # noqa: F403
@@ -20,6 +32,7 @@ from attnbook.models.hierarchical import *  # noqa: F403
 from attnbook.models.masked import *  # noqa: F403
 from attnbook.models.pointer import *  # noqa: F403
 from attnbook.models.transformer import *  # noqa: F403
+from attnbook.models.variant_gpt import *  # noqa: F403
 from attnbook.models.vit import *  # noqa: F403
 
 __all__ = [
@@ -32,4 +45,5 @@ __all__ = [
     *convit.__all__,
     *detr.__all__,
     *masked.__all__,
+    *variant_gpt.__all__,
 ]
