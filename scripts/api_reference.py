@@ -69,6 +69,7 @@ PAGES = [
             "series",
             "recommendation",
             "video",
+            "circuits",
         ],
     ),
     (
@@ -93,6 +94,7 @@ PAGES = [
             "series",
             "sessions",
             "video",
+            "circuits",
             "registry",
         ],
     ),

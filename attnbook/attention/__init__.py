@@ -34,12 +34,15 @@
   self-attention with transition distillation, CRENER's direction-aware encoder and character-relation grid (ch. 21)
 * :mod:`~attnbook.attention.video` -- video, control and embodied agents: temporal self-attention over frame maps,
   control-aided attention, task-conditioned codebook attention (ch. 22)
+* :mod:`~attnbook.attention.circuits` -- circuits and editing: an attention-only transformer with hooks on its head
+  outputs, discrete sparse autoencoders and node scores, ablation, causal tracing, a closed-form edit of ``W_O`` (ch. 26)
 """
 
 from attnbook.attention import (
     additive,
     axial,
     channel,
+    circuits,
     conditioning,
     convolutional,
     core,
@@ -66,6 +69,7 @@ from attnbook.attention import (
 from attnbook.attention.additive import *  # noqa: F403
 from attnbook.attention.axial import *  # noqa: F403
 from attnbook.attention.channel import *  # noqa: F403
+from attnbook.attention.circuits import *  # noqa: F403
 from attnbook.attention.conditioning import *  # noqa: F403
 from attnbook.attention.convolutional import *  # noqa: F403
 from attnbook.attention.core import *  # noqa: F403
@@ -118,4 +122,5 @@ __all__ = [
     *series.__all__,
     *recommendation.__all__,
     *video.__all__,
+    *circuits.__all__,
 ]

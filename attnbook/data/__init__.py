@@ -16,12 +16,14 @@
 * :mod:`~attnbook.data.series` -- series with shape and value cues; a market of correlated stocks (ch. 20)
 * :mod:`~attnbook.data.sessions` -- sessions for next-item prediction; characters with entity relations (ch. 21)
 * :mod:`~attnbook.data.video` -- moving-square videos with injected anomalies, steering scenes, two-task scenes (ch. 22)
+* :mod:`~attnbook.data.circuits` -- induction, comparison and memorised-fact prompts with their corruptions (ch. 26)
 * :mod:`~attnbook.data.registry` -- the registry of every dataset the book uses (source, licence, size, SHA-256,
   chapters; ``data/registry.yaml``, shipped with the package), the cache folder (:func:`get_cache_dir`) and the
   downloader (pinned size and SHA-256, atomic writes, a clear error offline)
 """
 
 from attnbook.data import (
+    circuits,
     conditional_shapes,
     images,
     pointer,
@@ -37,6 +39,7 @@ from attnbook.data import (
     text,
     video,
 )
+from attnbook.data.circuits import *  # noqa: F403
 from attnbook.data.conditional_shapes import *  # noqa: F403
 from attnbook.data.images import *  # noqa: F403
 from attnbook.data.pointer import *  # noqa: F403
@@ -68,6 +71,7 @@ __all__ = list(
             *series.__all__,
             *sessions.__all__,
             *video.__all__,
+            *circuits.__all__,
             *registry.__all__,
         ]
     )
