@@ -72,6 +72,7 @@ PAGES = [
             "interpret",
             "dynamics",
             "variants",
+            "circuits",
         ],
     ),
     (
@@ -108,6 +109,7 @@ PAGES = [
             "sessions",
             "video",
             "next_token",
+            "circuits",
             "registry",
         ],
     ),

@@ -40,12 +40,15 @@
   matrix, its closed-form gradients, the population attention and two-rate gradient descent (ch. 23)
 * :mod:`~attnbook.attention.variants` -- deconstructed attention: no mixing, fixed sequence-independent mixing, a
   normalised positive similarity, queries and keys decoupled from the hidden states (ch. 24)
+* :mod:`~attnbook.attention.circuits` -- circuits and editing: an attention-only transformer with hooks on its head
+  outputs, discrete sparse autoencoders and node scores, ablation, causal tracing, a closed-form edit of ``W_O`` (ch. 26)
 """
 
 from attnbook.attention import (
     additive,
     axial,
     channel,
+    circuits,
     conditioning,
     convolutional,
     core,
@@ -75,6 +78,7 @@ from attnbook.attention import (
 from attnbook.attention.additive import *  # noqa: F403
 from attnbook.attention.axial import *  # noqa: F403
 from attnbook.attention.channel import *  # noqa: F403
+from attnbook.attention.circuits import *  # noqa: F403
 from attnbook.attention.conditioning import *  # noqa: F403
 from attnbook.attention.convolutional import *  # noqa: F403
 from attnbook.attention.core import *  # noqa: F403
@@ -133,4 +137,5 @@ __all__ = [
     *interpret.__all__,
     *dynamics.__all__,
     *variants.__all__,
+    *circuits.__all__,
 ]

@@ -18,12 +18,14 @@
 * :mod:`~attnbook.data.video` -- moving-square videos with injected anomalies, steering scenes, two-task scenes (ch. 22)
 * :mod:`~attnbook.data.next_token` -- Scan and Snap's synthetic next-token facts: common and distinct context
   tokens (ch. 23)
+* :mod:`~attnbook.data.circuits` -- induction, comparison and memorised-fact prompts with their corruptions (ch. 26)
 * :mod:`~attnbook.data.registry` -- the registry of every dataset the book uses (source, licence, size, SHA-256,
   chapters; ``data/registry.yaml``, shipped with the package), the cache folder (:func:`get_cache_dir`) and the
   downloader (pinned size and SHA-256, atomic writes, a clear error offline)
 """
 
 from attnbook.data import (
+    circuits,
     conditional_shapes,
     images,
     next_token,
@@ -40,6 +42,7 @@ from attnbook.data import (
     text,
     video,
 )
+from attnbook.data.circuits import *  # noqa: F403
 from attnbook.data.conditional_shapes import *  # noqa: F403
 from attnbook.data.images import *  # noqa: F403
 from attnbook.data.next_token import *  # noqa: F403
@@ -73,6 +76,7 @@ __all__ = list(
             *sessions.__all__,
             *video.__all__,
             *next_token.__all__,
+            *circuits.__all__,
             *registry.__all__,
         ]
     )
