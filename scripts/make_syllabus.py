@@ -134,8 +134,12 @@ def render_page(syllabus: Syllabus, entries: dict[str, dict[str, str]], chapters
             f"The book covers the {len(seeds)} papers of its source list in {len(syllabus.chapters)} chapters, "
             f"{len(syllabus.parts)} parts. Each paper is taught in one chapter; a few come back in a later one "
             "(listed there as *revisited*). A paper is **taught** once its chapter is written and cites it, and "
-            f"**planned** until then: {len(taught)} of the {len(seeds)} papers are taught, in the "
-            f"{len(written)} chapters written so far.",
+            + (
+                f"all {len(seeds)} are: every chapter is written."
+                if len(taught) == len(seeds) and len(written) == len(syllabus.chapters)
+                else f"**planned** until then: {len(taught)} of the {len(seeds)} papers are taught, in the "
+                f"{len(written)} chapters written so far."
+            ),
             width=110,
         ),
         "",

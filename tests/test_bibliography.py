@@ -203,6 +203,26 @@ def test_syllabus_page_shows_each_paper_with_its_chapter_and_status(syllabus, en
             assert rows[key] == (chapter.number, "taught" if taught else "planned"), (key, rows[key])
 
 
+def test_the_book_is_complete(syllabus, entries):
+    """All 26 chapters are written, and every seed paper is cited by the chapter that builds its mechanism (the one
+    the syllabus assigns it to) and by every chapter that comes back to it; the syllabus page has no planned row."""
+    cited = cited_keys(ROOT / "chapters")
+    missing = [c.stem for c in syllabus.chapters if not (ROOT / "chapters" / f"{c.stem}.md").is_file()]
+    assert not missing, f"chapters not written: {missing}"
+    uncited = {
+        key: chapter.stem
+        for chapter in syllabus.chapters
+        for key in (*chapter.papers, *chapter.also)
+        if f"{chapter.stem}.md" not in cited.get(key, set())
+    }
+    assert not uncited, f"seed papers not cited by the chapter that teaches or revisits them: {uncited}"
+    seeds = {key for key, entry in entries.items() if is_seed(entry)}
+    assert {key for c in syllabus.chapters for key in c.papers} == seeds
+    page = (ROOT / "appendix" / "syllabus.md").read_text(encoding="utf-8")
+    assert not re.search(r"\|\s*planned\s*\|", page), "the syllabus page still has a planned row"
+    assert "planned" not in make_syllabus.render_contents(syllabus), "README's Contents still lists a planned chapter"
+
+
 def test_syllabus_page_and_readme_are_up_to_date():
     for path, text in make_syllabus.expected_files().items():
         assert path.read_text(encoding="utf-8") == text, f"{path.name} is stale: run python scripts/make_syllabus.py"

@@ -41,7 +41,8 @@
 * :mod:`~attnbook.attention.variants` -- deconstructed attention: no mixing, fixed sequence-independent mixing, a
   normalised positive similarity, queries and keys decoupled from the hidden states (ch. 24)
 * :mod:`~attnbook.attention.circuits` -- circuits and editing: an attention-only transformer with hooks on its head
-  outputs, discrete sparse autoencoders and node scores, ablation, causal tracing, a closed-form edit of ``W_O`` (ch. 26)
+  outputs, discrete sparse autoencoders and node scores, ablation, causal tracing, a closed-form edit of ``W_O``
+  (ch. 26)
 """
 
 from attnbook.attention import (
