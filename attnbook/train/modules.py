@@ -4,7 +4,8 @@
 
 * **AdamW** (Decoupled Weight Decay Regularization 2019, ``loshchilov2019decoupled``) with weight decay on the
   matrices only (biases, norms and other vectors are not decayed), with PyTorch's fused kernel on CUDA and, from
-  PyTorch 2.4, on the CPU (:func:`fused_adamw_available`);
+  PyTorch 2.4, on the CPU (:func:`fused_adamw_available`), except under mixed precision (Lightning cannot clip a
+  fused optimizer's gradients there);
 * the **warm-up + cosine** schedule of :mod:`attnbook.train.schedule`, stepped per optimizer step, over
   ``lr_decay_steps`` steps or, by default, the trainer's whole run (gradient accumulation included);
 * a **finite-loss guard**: a NaN or infinite training loss raises :class:`NonFiniteLossError` naming the step
@@ -31,6 +32,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.plugins.precision import MixedPrecision
 from torch import Tensor, nn
 
 from attnbook.train.callbacks import NonFiniteLossError
@@ -239,7 +241,11 @@ class BookModule(pl.LightningModule):
         decay = [p for p in self.parameters() if p.requires_grad and p.ndim >= 2]
         no_decay = [p for p in self.parameters() if p.requires_grad and p.ndim < 2]
         groups = [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        optimizer = torch.optim.AdamW(groups, lr=self.lr, betas=self.betas, fused=fused_adamw_available(self.device))
+        # Lightning's mixed precision (16-mixed, bf16-mixed) cannot clip the gradients of a fused optimizer (it
+        # unscales them inside its step): there, AdamW's for-loop implementation.
+        mixed = self._trainer is not None and isinstance(self.trainer.precision_plugin, MixedPrecision)
+        fused = fused_adamw_available(self.device) and not mixed
+        optimizer = torch.optim.AdamW(groups, lr=self.lr, betas=self.betas, fused=fused)
         total = self.lr_decay_steps or self.trainer.estimated_stepping_batches
         if not math.isfinite(total):
             raise ValueError("set trainer.max_steps or trainer.max_epochs (or model.lr_decay_steps) for the schedule")
