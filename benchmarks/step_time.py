@@ -11,6 +11,9 @@ identical precomputed random-offset batches (who goes first rotates), and the ta
 each phase and of the whole step over ``--steps`` steps, the quartiles of the step, and the ratio to the
 minimal GPT's median step.
 
+``--fused`` gives every model PyTorch's fused AdamW kernel (as the engine trains on a CPU with torch >= 2.4)
+instead of the for-loop AdamW a lean public GPT gets on a CPU.
+
 ``--variants`` picks which versions of the book's model run: ``book`` (the GPT's defaults: GPT-2's
 tanh-approximate GELU) and ``book-gelu`` (``activation="gelu"``, exact GELU, as the ``gpt-quick`` preset
 trains it). The engine's own overhead over a hand-written loop is ``benchmarks/train_overhead.py``'s.
@@ -81,11 +84,11 @@ class MinimalGPT(nn.Module):
         return logits, F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.view(-1))
 
 
-def adamw(model: nn.Module) -> torch.optim.Optimizer:
+def adamw(model: nn.Module, fused: bool = False) -> torch.optim.Optimizer:
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=1e-3, betas=(0.9, 0.95))
+    return torch.optim.AdamW(groups, lr=1e-3, betas=(0.9, 0.95), fused=fused or None)
 
 
 def batches(count: int, seed: int) -> tuple[int, list[tuple[Tensor, Tensor]]]:
@@ -104,8 +107,8 @@ def batches(count: int, seed: int) -> tuple[int, list[tuple[Tensor, Tensor]]]:
 class Stepper:
     """One model and its optimizer; ``step(x, y)`` trains one step and returns the seconds of its phases."""
 
-    def __init__(self, model: nn.Module, clock) -> None:
-        self.model, self.optimizer, self.clock = model.train(), adamw(model), clock
+    def __init__(self, model: nn.Module, clock, fused: bool = False) -> None:
+        self.model, self.optimizer, self.clock = model.train(), adamw(model, fused), clock
 
     def step(self, x: Tensor, y: Tensor) -> tuple[float, float, float]:
         clock = self.clock
@@ -126,6 +129,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps per model first")
     parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu", help="thread CPU time or wall clock")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--fused", action="store_true", help="every model with PyTorch's fused AdamW kernel (as the engine trains)"
+    )
     parser.add_argument("--variants", nargs="+", default=["book", "book-gelu"], choices=["book", "book-gelu"])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -141,7 +147,7 @@ def main() -> None:
     counts = {name: sum(p.numel() for p in m.parameters()) for name, m in models.items()}
     assert len(set(counts.values())) == 1, f"parameter counts differ: {counts}"
     clock = time.thread_time if args.clock == "cpu" else time.perf_counter
-    steppers = {name: Stepper(model, clock) for name, model in models.items()}
+    steppers = {name: Stepper(model, clock, args.fused) for name, model in models.items()}
     for x, y in data[: args.warmup]:
         for stepper in steppers.values():
             stepper.step(x, y)
@@ -151,7 +157,8 @@ def main() -> None:
         for name in names[i % len(names) :] + names[: i % len(names)]:  # rotate who goes first
             times[name].append(steppers[name].step(x, y))
     print(
-        f"char GPT {LAYERS}x{WIDTH}, {HEADS} heads, context {CONTEXT}, batch {BATCH}, AdamW, "
+        f"char GPT {LAYERS}x{WIDTH}, {HEADS} heads, context {CONTEXT}, batch {BATCH}, "
+        f"AdamW ({'fused' if args.fused else 'for-loop'}), "
         f"{counts['minimal']} parameters, {args.threads} thread(s); {args.steps} steps per model, interleaved; "
         f"median ms per step ({'thread CPU time' if args.clock == 'cpu' else 'wall clock'}), "
         f"quartiles of the whole step"

@@ -17,7 +17,7 @@ Python standard library's source, instead; every line of output then says so, an
 Shakespeare numbers.
 
     PYTHONPATH=. python benchmarks/time_to_quality.py --corpus /path/to/input.txt            # Tiny Shakespeare
-    PYTHONPATH=. python benchmarks/time_to_quality.py --corpus stdlib --target 1.6 --seeds 3  # offline stand-in
+    PYTHONPATH=. python benchmarks/time_to_quality.py --corpus stdlib --seeds 3  # offline stand-in, to 1.40
 
 Not a test: it prints numbers. One thread by default (``--threads``), like the README's other benchmarks.
 """
@@ -37,8 +37,10 @@ import torch
 
 from attnbook.data.text import TINY_SHAKESPEARE_SHA256
 
-#: Default targets (nats per character on the validation split), reachable by the gpt-quick recipe.
-DEFAULT_TARGET = {"tiny_shakespeare": 1.8, "stdlib": 1.6}
+#: Default targets (nats per character on the validation split). The stdlib one is the loss the preset was tuned to
+#: reach (``benchmarks/tune_quick.py``); Tiny Shakespeare's is not calibrated (the file cannot be downloaded on the
+#: machine that measured the book's numbers): a run that does not reach it says so, and ``--target`` changes it.
+DEFAULT_TARGET = {"tiny_shakespeare": 1.8, "stdlib": 1.4}
 
 
 def sha256(path: Path) -> str:
@@ -143,7 +145,10 @@ def corpus_and_target(parser: argparse.ArgumentParser, seeds: int) -> argparse.N
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--val-batches", type=int, default=40, help="validation batches of 12 windows")
+    parser.add_argument(
+        "--val-batches", type=int, default=60,
+        help="validation batches of the recipe's batch size (gpt-quick: 60 x 8 = 480 windows, as tune_quick.py)",
+    )  # fmt: skip
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
         "overrides", nargs="*", help="more `attnbook fit` overrides, after --, e.g. -- --trainer.max_epochs 10"

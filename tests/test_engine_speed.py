@@ -222,3 +222,34 @@ def test_adamw_takes_the_fused_kernel_on_the_cpu_where_pytorch_has_one() -> None
         updated.append([c.detach() for c in copies])
     for a, b in zip(*updated, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_the_quick_preset_ships_the_recipe_its_search_chose() -> None:
+    """``gpt-quick``'s defaults are the recipe ``benchmarks/tune_quick.py`` measured fastest to its target."""
+    import importlib.util
+
+    import yaml
+
+    from attnbook.train.presets import resolve_config
+
+    spec = importlib.util.spec_from_file_location("tune_quick", REPO / "benchmarks" / "tune_quick.py")
+    assert spec is not None and spec.loader is not None
+    sys.path.insert(0, str(REPO / "benchmarks"))  # tune_quick imports its neighbour time_to_quality
+    try:
+        tune_quick = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(tune_quick)
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    preset = yaml.safe_load(resolve_config("gpt-quick").read_text())
+    model, data = preset["model"]["init_args"], preset["data"]["init_args"]
+    shipped = {
+        "lr": model["lr"],
+        "warmup_steps": model["warmup_steps"],
+        "max_epochs": preset["trainer"]["max_epochs"],
+        "batch_size": data["batch_size"],
+        "shape": (model["n_layer"], model["n_embd"], model["n_head"]),
+    }
+    assert shipped == tune_quick.CHOSEN
+    assert tune_quick.CHOSEN != tune_quick.START  # the search moved the preset from where it started
+    # the chosen recipe is one the search tried (its grid holds every value)
+    assert all(value in tune_quick.GRID[knob] for knob, value in tune_quick.CHOSEN.items())
