@@ -21,6 +21,8 @@ from attnbook.attention.circuits import (
     head_outputs,
     head_summary,
     last_position_accuracy,
+    mean_ablate_heads,
+    mean_head_outputs,
     node_scores,
     output_projection_inputs,
     sae_codes,
@@ -92,6 +94,43 @@ def test_ablation_by_hook_equals_zeroed_wo_block(heads):
             zeroed.w_o[layer].weight[:, head * D : (head + 1) * D] = 0.0
         torch.testing.assert_close(ablate_heads(model, tokens, heads), zeroed(tokens), rtol=0, atol=1e-10)
         torch.testing.assert_close(ablate_heads(model, tokens, []), model(tokens), rtol=0, atol=0)
+
+
+def test_mean_head_outputs_are_the_batch_mean_of_the_recomputed_heads():
+    model = small_model()
+    tokens = induction_prompts(6, VOCAB, seed=2).tokens
+    with torch.no_grad():
+        means = mean_head_outputs(model, tokens)
+        by_hand = sum(heads_from_weights(model, tokens[i : i + 1])[0] for i in range(6)) / 6
+    assert means.shape == (2, 4, VOCAB.seq_len, 4)
+    torch.testing.assert_close(means, by_hand, rtol=0, atol=1e-12)
+
+
+def test_mean_ablation_of_a_last_layer_head_by_hand():
+    """In the last layer, replacing z by m changes the logits by exactly -(W_O block (z - m)) @ W_U^T."""
+    model = small_model()
+    tokens = induction_prompts(5, VOCAB, seed=3).tokens
+    means = mean_head_outputs(model, comparison_prompts(7, VOCAB, seed=4).tokens)  # (L, H, T, D)
+    head, D = 2, model.head_dim
+    with torch.no_grad():
+        logits, z = head_outputs(model, tokens)
+        delta = (z[:, 1, head] - means[1, head]) @ model.w_o[1].weight[:, head * D : (head + 1) * D].T  # (B, T, E)
+        expected = logits - delta @ model.unembed.weight.T
+        torch.testing.assert_close(mean_ablate_heads(model, tokens, [(1, head)], means), expected, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("heads", [[(0, 1)], [(0, 0), (1, 3)], []])
+def test_mean_ablation_limits(heads):
+    model = small_model()
+    tokens = induction_prompts(4, VOCAB, seed=5).tokens
+    with torch.no_grad():
+        zeros = torch.zeros(2, 4, VOCAB.seq_len, 4, dtype=F64)
+        torch.testing.assert_close(mean_ablate_heads(model, tokens, heads, zeros), ablate_heads(model, tokens, heads))
+        one = tokens[:1]  # the mean over one prompt is that prompt's own output: nothing changes
+        own = mean_head_outputs(model, one)
+        torch.testing.assert_close(mean_ablate_heads(model, one, heads, own), model(one), rtol=0, atol=1e-12)
+        short = tokens[:, :5]  # shorter prompts read the first positions of the means
+        torch.testing.assert_close(mean_ablate_heads(model, short, heads, zeros), ablate_heads(model, short, heads))
 
 
 def test_no_future_leak():
@@ -265,6 +304,12 @@ def test_errors_name_the_argument():
         model(torch.zeros(1, VOCAB.seq_len + 1, dtype=torch.long))
     with pytest.raises(ValueError, match="head"):
         ablate_heads(model, induction_prompts(2, VOCAB).tokens, [(2, 0)])
+    with pytest.raises(ValueError, match="means"):
+        mean_ablate_heads(model, induction_prompts(2, VOCAB).tokens, [(0, 0)], torch.zeros(2, 4, 5, 4))
+    with pytest.raises(ValueError, match="head"):
+        mean_ablate_heads(model, induction_prompts(2, VOCAB).tokens, [(0, 4)], torch.zeros(2, 4, 12, 4))
+    with pytest.raises(ValueError, match="tokens"):
+        mean_head_outputs(model, torch.zeros(0, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="z must be"):
         DiscreteSAE(4, 8).encode(torch.zeros(3, 5))
     with pytest.raises(ValueError, match="positive and negative"):

@@ -6,7 +6,10 @@ layers only -- token and learned position embeddings, ``L`` layers of ``H`` head
 path from a token to a logit goes through a head. The **head output** ``z^{l,h}_t = sum_s a^{l,h}_{ts} v^{l,h}_s``
 (``(B, H, T, D)`` per layer, ``D = E / H``) is what the chapter hooks: the value mix of one head *before* the output
 projection ``W_O`` mixes the heads, so head ``h`` writes ``W_O[:, hD:(h+1)D] z^{l,h}`` and zeroing ``z^{l,h}`` is the
-same as zeroing that slice of ``W_O`` (:func:`ablate_heads`).
+same as zeroing that slice of ``W_O`` (:func:`ablate_heads`). **Mean ablation** (:func:`mean_ablate_heads`) puts
+the head's mean output over reference prompts in its place instead (:func:`mean_head_outputs`): it removes what the
+head says about *this* prompt and keeps what it says on every prompt, so the rest of the model is not fed a value
+it never saw in training.
 
 **Discrete sparse autoencoders** (O'Neill and Bui, *Sparse Autoencoders Enable Scalable and Reliable Circuit
 Identification in Language Models*, 2024, ``oneill2024sparse``; their code ``charlieoneill11/sae-circuits``). One
@@ -43,6 +46,8 @@ __all__ = [
     "train_circuit_model",
     "head_outputs",
     "ablate_heads",
+    "mean_head_outputs",
+    "mean_ablate_heads",
     "last_position_accuracy",
     "DiscreteSAE",
     "train_sae",
@@ -198,6 +203,52 @@ def ablate_heads(model: AttentionOnlyTransformer, tokens: Tensor, heads: Sequenc
         return z
 
     return model(tokens, head_hook=zero)
+
+
+@torch.no_grad()
+def mean_head_outputs(model: AttentionOnlyTransformer, tokens: Tensor) -> Tensor:
+    """Every head's output averaged over the prompts ``tokens (B, T)``, position by position: ``(L, H, T, D)``,
+    the reference values of :func:`mean_ablate_heads`."""
+    _check_tokens("mean_head_outputs", model, tokens)
+    if tokens.shape[0] == 0:
+        raise ValueError("mean_head_outputs: tokens must hold at least one prompt, got B=0")
+    return head_outputs(model, tokens)[1].mean(0)  # (B, L, H, T, D) -> (L, H, T, D)
+
+
+def mean_ablate_heads(
+    model: AttentionOnlyTransformer, tokens: Tensor, heads: Sequence[tuple[int, int]], means: Tensor
+) -> Tensor:
+    """Logits ``(B, T, V)`` with the output ``z^{l,h}_t`` of every head in ``heads`` (``(layer, head)`` pairs)
+    replaced by its mean ``means[l, h, t]`` over reference prompts (mean ablation).
+
+    Args:
+        means: ``(L, H, T_ref, D)`` with ``T_ref >= T``, as :func:`mean_head_outputs` returns.
+    """
+    where = "mean_ablate_heads"
+    pairs = _check_heads(where, model, heads)
+    _check_tokens(where, model, tokens)
+    T = tokens.shape[1]
+    expected = (model.num_layers, model.num_heads, model.head_dim)
+    if (
+        not isinstance(means, Tensor)
+        or means.ndim != 4
+        or (means.shape[0], means.shape[1], means.shape[3]) != expected
+        or means.shape[2] < T
+    ):
+        raise ValueError(
+            f"{where}: means must be (L, H, T_ref, D) = ({expected[0]}, {expected[1]}, >= {T}, {expected[2]}), "
+            f"got {tuple(getattr(means, 'shape', ()))}"
+        )
+
+    def replace(layer: int, z: Tensor) -> Tensor:
+        swap = [h for lay, h in pairs if lay == layer]
+        if not swap:
+            return z
+        z = z.clone()
+        z[:, swap] = means[layer, swap, :T].to(z.dtype)  # (len(swap), T, D), broadcast over the batch
+        return z
+
+    return model(tokens, head_hook=replace)
 
 
 def last_position_accuracy(logits: Tensor, answer: Tensor) -> float:
