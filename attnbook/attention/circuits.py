@@ -193,16 +193,29 @@ def ablate_heads(model: AttentionOnlyTransformer, tokens: Tensor, heads: Sequenc
     (zero ablation: the same as zeroing those heads' columns of ``W_O``)."""
     pairs = _check_heads("ablate_heads", model, heads)
     _check_tokens("ablate_heads", model, tokens)
+    return _replace_heads(model, tokens, pairs, lambda layer, chosen, T: 0.0)
 
-    def zero(layer: int, z: Tensor) -> Tensor:
-        drop = [h for lay, h in pairs if lay == layer]
-        if not drop:
+
+def _replace_heads(
+    model: AttentionOnlyTransformer,
+    tokens: Tensor,
+    pairs: list[tuple[int, int]],
+    value: Callable[[int, list[int], int], Tensor | float],
+) -> Tensor:
+    """Logits with the outputs of the heads ``pairs`` of each layer set to ``value(layer, heads, T)`` (broadcast to
+    ``(B, len(heads), T, D)``): the one hook behind zero and mean ablation."""
+    T = tokens.shape[1]
+
+    def replace(layer: int, z: Tensor) -> Tensor:
+        chosen = [h for lay, h in pairs if lay == layer]
+        if not chosen:
             return z
+        new = value(layer, chosen, T)
         z = z.clone()
-        z[:, drop] = 0.0
+        z[:, chosen] = new.to(z.dtype) if isinstance(new, Tensor) else new
         return z
 
-    return model(tokens, head_hook=zero)
+    return model(tokens, head_hook=replace)
 
 
 @torch.no_grad()
@@ -239,16 +252,8 @@ def mean_ablate_heads(
             f"{where}: means must be (L, H, T_ref, D) = ({expected[0]}, {expected[1]}, >= {T}, {expected[2]}), "
             f"got {tuple(getattr(means, 'shape', ()))}"
         )
-
-    def replace(layer: int, z: Tensor) -> Tensor:
-        swap = [h for lay, h in pairs if lay == layer]
-        if not swap:
-            return z
-        z = z.clone()
-        z[:, swap] = means[layer, swap, :T].to(z.dtype)  # (len(swap), T, D), broadcast over the batch
-        return z
-
-    return model(tokens, head_hook=replace)
+    # (len(chosen), T, D), broadcast over the batch
+    return _replace_heads(model, tokens, pairs, lambda layer, chosen, T: means[layer, chosen, :T])
 
 
 def last_position_accuracy(logits: Tensor, answer: Tensor) -> float:
